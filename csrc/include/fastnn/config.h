@@ -1,0 +1,21 @@
+// Run-time configuration of the kernels: thread count and SIMD level.
+// The only process-wide mutable state fastnn has; everything else is passed explicitly.
+#pragma once
+
+namespace fastnn {
+
+enum class SimdLevel : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+// Threads a CPU kernel may use (>= 1). Defaults to the OpenMP default (usually the core count).
+int num_threads();
+void set_num_threads(int n);  // n >= 1, else fastnn::ValueError
+
+// Level the CPU kernels dispatch to. Initialised from the CPU (CPUID) or FASTNN_SIMD.
+SimdLevel simd_level();
+void set_simd_level(SimdLevel level);  // fastnn::ValueError if the CPU lacks it
+SimdLevel max_supported_simd_level();
+const char* simd_level_name(SimdLevel level);
+// Parses "generic" | "avx2" | "avx512"; returns false on anything else.
+bool parse_simd_level(const char* text, SimdLevel* out);
+
+}  // namespace fastnn
