@@ -1,0 +1,234 @@
+// GEMM driver: the BLIS / Goto loop nest around the packing routines and the
+// microkernel (gemm_microkernel.h), plus threading and the batched loop.
+//
+//   for ic in M step MC            A block  (mc x kc, shared by the threads, L3)
+//     for pc in K step KC          packed cooperatively, then a barrier
+//       for jc in N step NC        B block  (kc x nc, private per thread, L2)
+//         for ir in mc step MR     A micro-panel (MR x kc) stays in L1 ...
+//           for jr in nc step NR   ... while the B micro-panels stream from L2
+//             microkernel          C tile (MR x NR) in registers
+//
+// The epilogue (alpha/beta, biases, activation) is applied by the microkernel on the
+// last kc block, so C is written once per k block and never revisited.
+// Threads: the C block of each (ic, pc) is split either along N (each thread packs
+// and owns its own B blocks; the default, no duplicated work) or along M (threads
+// share A panels, each packs all of B: chosen when N has too few NR panels to keep
+// the threads balanced, e.g. N = 10). Small batched products run one per thread.
+// Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastnn/activation.h"
+#include "fastnn/allocator.h"
+#include "fastnn/config.h"
+#include "fastnn/gemm.h"
+
+#include "cpu/isa_begin.h"
+#include "cpu/kernels/gemm_microkernel.h"
+
+namespace {
+
+int64_t cache_size(int name, int64_t fallback) {
+  long v = sysconf(name);
+  return v > 0 ? static_cast<int64_t>(v) : fallback;
+}
+
+GemmBlocking compute_blocking() {
+  const int64_t l1 = cache_size(_SC_LEVEL1_DCACHE_SIZE, 32 << 10);
+  const int64_t l2 = cache_size(_SC_LEVEL2_CACHE_SIZE, 1 << 20);
+  const int64_t l3 = cache_size(_SC_LEVEL3_CACHE_SIZE, 8 << 20);
+  // A micro-panel (MR x kc) in ~3/8 of L1, leaving room for the B rows streaming by.
+  int64_t kc = (l1 * 3 / 8) / (kGemmMR * 4);
+  kc = std::clamp<int64_t>(kc / 8 * 8, 128, 512);
+  // B block (kc x nc) in half of L2 (the other half: C tiles, A panels in flight).
+  int64_t nc = (l2 / 2) / (kc * 4);
+  nc = std::clamp<int64_t>(nc / kGemmNR * kGemmNR, kGemmNR, 8192);
+  // A block (mc x kc), shared, in at most a quarter of L3.
+  int64_t mc = (l3 / 4) / (kc * 4);
+  mc = std::clamp<int64_t>(mc / kGemmMR * kGemmMR, kGemmMR, 4096 / kGemmMR * kGemmMR);
+  return GemmBlocking{mc, kc, nc};
+}
+
+inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// [begin, end) of part `t` of `n` units split `parts` ways, in multiples of `align`.
+inline void split_range(int64_t n, int parts, int t, int64_t align, int64_t* b, int64_t* e) {
+  const int64_t units = cdiv(n, align);
+  const int64_t base = units / parts, extra = units % parts;
+  const int64_t ub = t * base + std::min<int64_t>(t, extra);
+  const int64_t ue = ub + base + (t < extra ? 1 : 0);
+  *b = std::min(n, ub * align);
+  *e = std::min(n, ue * align);
+}
+
+// Fraction of the threads' time that is useful when `units` equal units are split `nt` ways.
+inline double balance(int64_t units, int nt) {
+  return static_cast<double>(units) / (nt * cdiv(units, nt));
+}
+
+struct Buffers {
+  float* a = nullptr;       // shared A block
+  float* b[64] = {};        // one B block per thread
+  int nb = 0;
+  Buffers(int64_t a_floats, int64_t b_floats, int nthreads) : nb(nthreads) {
+    a = static_cast<float*>(cpu_allocator::allocate(std::max<int64_t>(a_floats, 16) * sizeof(float)));
+    for (int t = 0; t < nb; ++t)
+      b[t] = static_cast<float*>(cpu_allocator::allocate(std::max<int64_t>(b_floats, 16) * sizeof(float)));
+  }
+  ~Buffers() {
+    cpu_allocator::release(a);
+    for (int t = 0; t < nb; ++t) cpu_allocator::release(b[t]);
+  }
+  Buffers(const Buffers&) = delete;
+  Buffers& operator=(const Buffers&) = delete;
+};
+
+// One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
+// ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
+void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
+  const int64_t m = g.m, n = g.n;
+  const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
+  const int64_t nk = std::max<int64_t>(1, cdiv(k, blk.kc));
+  const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
+
+  // Split along N unless that leaves the threads clearly less balanced than along M.
+  const int64_t n_units = cdiv(n, kGemmNR), m_units = cdiv(std::min(m, blk.mc), kGemmMR);
+  const bool split_n = nt == 1 || balance(n_units, nt) >= 0.99 * balance(m_units, nt) ||
+                       balance(n_units, nt) >= 0.9;
+
+  auto body = [&](int tid) {
+    int64_t n0 = 0, n1 = n;
+    if (split_n) split_range(n, nt, tid, kGemmNR, &n0, &n1);
+    float* bbuf = b_bufs[tid];
+    for (int64_t ic = 0; ic < m; ic += blk.mc) {
+      const int64_t mc = std::min(blk.mc, m - ic);
+      const int64_t panels = cdiv(mc, kGemmMR);
+      int64_t ir0 = 0, ir1 = panels;
+      if (!split_n) split_range(panels, nt, tid, 1, &ir0, &ir1);
+      for (int64_t kb = 0; kb < nk; ++kb) {
+        const int64_t pc = kb * kc_step;
+        const int64_t kc = std::min(kc_step, k - pc);
+        // Cooperative packing of the A block: thread t packs its share of the panels.
+        int64_t p0, p1;
+        split_range(panels, nt, tid, 1, &p0, &p1);
+        if (kc > 0 && p1 > p0)
+          gemm_pack_a(std::min(mc, p1 * kGemmMR) - p0 * kGemmMR, kc,
+                      g.a + (ic + p0 * kGemmMR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
+                      a_buf + p0 * kGemmMR * kc);
+        if (nt > 1) {
+#pragma omp barrier
+        }
+        GemmEpilogue ep;
+        ep.alpha = g.alpha;
+        ep.beta = kb == 0 ? g.beta : 1.0f;
+        const bool last = kb == nk - 1;
+        for (int64_t jc = n0; jc < n1; jc += blk.nc) {
+          const int64_t ncb = std::min(blk.nc, n1 - jc);
+          if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
+          for (int64_t ir = ir0; ir < ir1; ++ir) {
+            const int64_t i0 = ic + ir * kGemmMR;
+            const float* ap = a_buf + ir * kGemmMR * kc;
+            const int64_t m_valid = std::min<int64_t>(kGemmMR, m - i0);
+            ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
+            for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
+              const int64_t j0 = jc + jr;
+              ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
+              ep.act = last ? g.activation : Activation::none;
+              gemm_microkernel(kc, ap, bbuf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs, g.c_rs, g.c_cs,
+                               m_valid, std::min<int64_t>(kGemmNR, ncb - jr), ep);
+            }
+          }
+        }
+        if (nt > 1) {
+#pragma omp barrier  // the A block is repacked next iteration
+        }
+      }
+    }
+  };
+
+  if (nt == 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nt)
+    body(omp_get_thread_num());
+  }
+}
+
+}  // namespace
+
+GemmBlocking gemm_blocking() {
+  static const GemmBlocking blk = compute_blocking();
+  return blk;
+}
+
+float gemm_activation_scalar(Activation act, float v) {
+  switch (act) {
+    case Activation::relu: return v < 0.0f ? 0.0f : v;
+    case Activation::gelu: return 0.5f * v * (1.0f + std::erf(v * 0.70710678118654752f));
+    case Activation::gelu_tanh:
+      return 0.5f * v * (1.0f + std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+    case Activation::sigmoid: return 1.0f / (1.0f + std::exp(-v));
+    case Activation::tanh: return std::tanh(v);
+    default: return v;
+  }
+}
+
+// Entry point of this ISA level (called by fastnn::cpu::gemm, csrc/cpu/gemm.cpp).
+void gemm_run(const GemmArgs& g) {
+  if (g.m <= 0 || g.n <= 0 || g.batch <= 0) return;
+  const GemmBlocking blk = gemm_blocking();
+  const int64_t k_eff = g.alpha == 0.0f ? 0 : g.k;
+  const int64_t kc = std::min(blk.kc, k_eff);
+  const int64_t a_floats = cdiv(std::min(blk.mc, g.m), kGemmMR) * kGemmMR * kc;
+  const int64_t b_floats = cdiv(std::min(blk.nc, g.n), kGemmNR) * kGemmNR * kc;
+  // Work in multiply-adds; below ~128K per thread a parallel region costs more than it saves.
+  const double work = static_cast<double>(g.m) * g.n * std::max<int64_t>(k_eff, 1);
+  const int max_threads = std::min(num_threads(), 64);
+  constexpr double kGrain = 131072.0;
+
+  const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
+  if (g.batch == 1 || nt_one >= max_threads) {
+    // Products one after another, each using all the threads it can.
+    Buffers buf(a_floats, b_floats, nt_one);
+    for (int64_t bi = 0; bi < g.batch; ++bi) {
+      GemmArgs one = g;
+      one.a = g.a + bi * g.a_batch_stride;
+      one.b = g.b + bi * g.b_batch_stride;
+      one.c = g.c + bi * g.c_batch_stride;
+      gemm_one(one, blk, nt_one, buf.a, buf.b);
+    }
+    return;
+  }
+  // Many small products: one per thread at a time.
+  const int nt = static_cast<int>(std::max(1.0, std::min<double>({double(max_threads), double(g.batch),
+                                                                   work * g.batch / kGrain})));
+  if (nt == 1) {
+    Buffers buf(a_floats, b_floats, 1);
+    for (int64_t bi = 0; bi < g.batch; ++bi) {
+      GemmArgs one = g;
+      one.a = g.a + bi * g.a_batch_stride;
+      one.b = g.b + bi * g.b_batch_stride;
+      one.c = g.c + bi * g.c_batch_stride;
+      gemm_one(one, blk, 1, buf.a, buf.b);
+    }
+    return;
+  }
+  Buffers per_thread_a(0, a_floats, nt);  // the "b" slots hold each thread's A block
+  Buffers per_thread_b(0, b_floats, nt);
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t bi = 0; bi < g.batch; ++bi) {
+    const int t = omp_get_thread_num();
+    GemmArgs one = g;
+    one.a = g.a + bi * g.a_batch_stride;
+    one.b = g.b + bi * g.b_batch_stride;
+    one.c = g.c + bi * g.c_batch_stride;
+    gemm_one(one, blk, 1, per_thread_a.b[t], &per_thread_b.b[t]);
+  }
+}
+
+#include "cpu/isa_end.h"

@@ -1,0 +1,99 @@
+// AVX-512 GEMM microkernel: MR x NR = 12 x 32 tile of C held in 24 zmm accumulators.
+// Per k step: 2 zmm loads of the packed B row, 12 broadcasts of the packed A column
+// (folded into the FMAs as {1to16} memory operands), 24 FMAs -> FMA-bound (2 FMA ports:
+// 12 cycles of FMAs vs 7 of loads), compute bound once kc is a few hundred.
+// Edge tiles: ROWS (m_valid) is a template parameter, so short panels do not pay for
+// 12 rows; partial N uses AVX-512 masks (no scalar fix-up). The epilogue (alpha, beta,
+// biases, activation) runs on the accumulators before the single store of C.
+#include <cstdint>
+#include <cstring>
+
+#include "fastnn/activation.h"
+
+#include "cpu/isa_begin.h"
+#if FASTNN_ISA_LEVEL == 2
+#include "cpu/kernels/gemm_microkernel.h"
+#include "cpu/kernels/gemm_epilogue.h"
+
+static_assert(kGemmMR == 12 && kGemmNR == 32, "avx512 microkernel is written for 12 x 32");
+
+namespace {
+
+template <int ROWS, int NV>
+void micro_tile(int64_t kc, const float* __restrict ap, const float* __restrict bp, float* c,
+                int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+  __m512 acc[ROWS][NV];
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+
+  if (c_cs == 1) {  // C tile is touched right after the loop: start fetching it now
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * c_rs), _MM_HINT_T0);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + 16 * v);
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512 a = _mm512_set1_ps(ap[i]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+    ap += kGemmMR;
+    bp += kGemmNR;
+  }
+
+  if (c_cs == 1) {
+    __mmask16 mk[NV];
+    __m512 bc[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const int64_t rem = n_valid - 16 * v;
+      mk[v] = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1u);
+      bc[v] = ep.bias_col ? _mm512_maskz_loadu_ps(mk[v], ep.bias_col + 16 * v) : _mm512_setzero_ps();
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < ROWS; ++i) {
+      const __m512 br = ep.bias_row ? _mm512_set1_ps(ep.bias_row[i]) : _mm512_setzero_ps();
+      float* crow = c + i * c_rs;
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        const __m512 old = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk[v], crow + 16 * v) : _mm512_setzero_ps();
+        const gemm_vf r = gemm_epilogue_vec((gemm_vf)acc[i][v], (gemm_vf)old, (gemm_vf)(bc[v] + br), ep);
+        _mm512_mask_storeu_ps(crow + 16 * v, mk[v], (__m512)r);
+      }
+    }
+  } else {
+    alignas(64) float t[ROWS * 16 * NV];
+    for (int i = 0; i < ROWS; ++i)
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(t + i * 16 * NV + 16 * v, acc[i][v]);
+    gemm_epilogue_tile(t, 16 * NV, ROWS, n_valid, c, c_rs, c_cs, ep);
+  }
+}
+
+using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t,
+                        const GemmEpilogue&);
+
+template <int NV>
+constexpr TileFn kTiles[12] = {micro_tile<1, NV>, micro_tile<2, NV>, micro_tile<3, NV>,  micro_tile<4, NV>,
+                               micro_tile<5, NV>, micro_tile<6, NV>, micro_tile<7, NV>,  micro_tile<8, NV>,
+                               micro_tile<9, NV>, micro_tile<10, NV>, micro_tile<11, NV>, micro_tile<12, NV>};
+
+}  // namespace
+
+void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
+                      int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep) {
+  if (m_valid <= 0 || n_valid <= 0) return;
+  if (n_valid > 16)
+    kTiles<2>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+  else
+    kTiles<1>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+}
+
+#endif  // FASTNN_ISA_LEVEL == 2
+#include "cpu/isa_end.h"

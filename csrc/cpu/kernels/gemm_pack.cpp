@@ -1,0 +1,93 @@
+// Packing of GEMM operands into the micro-panel layouts of gemm_microkernel.h.
+// Memory bound (one read and one write per element); cost is amortised over the
+// other operand's dimension (A block over all of N, B block over an mc-row block).
+// Any strides work through the generic loop; the common cases get fast paths:
+//   A with unit row stride (op(A) = A^T of a row-major A): one contiguous MR-float copy per k
+//   B with unit column stride (row-major B): one contiguous NR-float copy per k
+//   A with unit column stride / B with unit row stride: a transpose, done in
+//   register-sized blocks so reads stay sequential per source row.
+#include <cstdint>
+#include <cstring>
+
+#include "fastnn/activation.h"
+
+#include "cpu/isa_begin.h"
+#include "cpu/kernels/gemm_microkernel.h"
+
+namespace {
+
+// Transposes an (rows <= W) x kc slab read row by row (src rows `ld` apart, unit
+// stride along k) into out[p*W + r]; rows >= `rows` are zero-filled.
+template <int W>
+void pack_transpose(int64_t rows, int64_t kc, const float* src, int64_t ld, float* out) {
+  constexpr int64_t KB = 8;  // k values per step: W*KB floats of output stay in L1
+  int64_t p0 = 0;
+  if (rows == W) {
+    for (; p0 + KB <= kc; p0 += KB) {
+      for (int r = 0; r < W; ++r) {
+        const float* s = src + r * ld + p0;
+        float* o = out + p0 * W + r;
+#pragma GCC unroll 8
+        for (int64_t q = 0; q < KB; ++q) o[q * W] = s[q];
+      }
+    }
+  }
+  for (; p0 < kc; ++p0) {
+    float* o = out + p0 * W;
+    int64_t r = 0;
+    for (; r < rows; ++r) o[r] = src[r * ld + p0];
+    for (; r < W; ++r) o[r] = 0.0f;
+  }
+}
+
+// Copies an (cols <= W)-wide slab with unit stride along the panel width.
+template <int W>
+void pack_copy(int64_t cols, int64_t kc, const float* src, int64_t ld, float* out) {
+  if (cols == W) {
+    for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * W, src + p * ld, W * sizeof(float));
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      std::memcpy(out + p * W, src + p * ld, cols * sizeof(float));
+      std::memset(out + p * W + cols, 0, (W - cols) * sizeof(float));
+    }
+  }
+}
+
+// Generic strides: out[p*W + r] = src[r*rs + p*ks].
+template <int W>
+void pack_strided(int64_t rows, int64_t kc, const float* src, int64_t rs, int64_t ks, float* out) {
+  for (int64_t p = 0; p < kc; ++p) {
+    float* o = out + p * W;
+    int64_t r = 0;
+    for (; r < rows; ++r) o[r] = src[r * rs + p * ks];
+    for (; r < W; ++r) o[r] = 0.0f;
+  }
+}
+
+template <int W>
+void pack_panels(int64_t extent, int64_t kc, const float* x, int64_t rs /*along panel*/, int64_t ks /*along k*/,
+                 float* out) {
+  for (int64_t r0 = 0; r0 < extent; r0 += W) {
+    const int64_t rows = extent - r0 < W ? extent - r0 : W;
+    const float* src = x + r0 * rs;
+    float* o = out + r0 * kc;  // panel (r0 / W) starts at (r0 / W) * W * kc
+    if (rs == 1 && kc > 0)
+      pack_copy<W>(rows, kc, src, ks, o);
+    else if (ks == 1)
+      pack_transpose<W>(rows, kc, src, rs, o);
+    else
+      pack_strided<W>(rows, kc, src, rs, ks, o);
+  }
+}
+
+}  // namespace
+
+void gemm_pack_a(int64_t mc, int64_t kc, const float* a, int64_t rs, int64_t cs, float* out) {
+  pack_panels<kGemmMR>(mc, kc, a, rs, cs, out);
+}
+
+void gemm_pack_b(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs, float* out) {
+  pack_panels<kGemmNR>(nc, kc, b, cs, rs, out);
+}
+
+#include "cpu/isa_end.h"
