@@ -2,4 +2,6 @@
 fastnn.Tensor out). One module per kernel family; each re-exported here."""
 from __future__ import annotations
 from .attention import attention, attention_backward
+from .conv import conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward, adaptive_avg_pool2d, adaptive_avg_pool2d_backward
+from .gemm import gemm, matmul, linear, matmul_backward, linear_backward
 from .optim import adam_, sgd_, clip_grad_norm_, grad_norm
