@@ -136,31 +136,52 @@ constexpr float kNegInf = -INFINITY;
 
 // 2^x, see the header comment for accuracy. The clamps keep the integer exponent
 // in range; max(c, x) / min(c, x) return x when x is NaN, so NaN propagates.
-inline vf vexp2(vf x) {
-  x = vmax(vset(-127.0f), x);
-  x = vmin(vset(127.0f), x);
-  vf p2n;
-  vf f = vsub(x, vround_pow2(x, &p2n));
+inline vf vexp2_poly(vf f) {
   vf p = vset(1.5345764404628426e-4f);
   p = vfma(p, f, vset(1.3399930903688073e-3f));
   p = vfma(p, f, vset(9.618489071726799e-3f));
   p = vfma(p, f, vset(5.550328642129898e-2f));
   p = vfma(p, f, vset(2.4022646248340607e-1f));
   p = vfma(p, f, vset(6.931471824645996e-1f));
-  p = vfma(p, f, vset(1.0f));
-  return vmul(p, p2n);
+  return vfma(p, f, vset(1.0f));
 }
+#if FASTNN_ISA_LEVEL == 2
+// AVX-512: vscalefps multiplies by 2^n with correct underflow to 0 and overflow to
+// inf, so only the lower clamp (which turns -inf into a finite n) is needed.
+inline vf vexp2(vf x) {
+  x = vmax(vset(-200.0f), x);
+  const vf r = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_scalef_ps(vexp2_poly(vsub(x, r)), r);
+}
+#else
+inline vf vexp2(vf x) {
+  x = vmax(vset(-127.0f), x);
+  x = vmin(vset(127.0f), x);
+  vf p2n;
+  vf f = vsub(x, vround_pow2(x, &p2n));
+  return vmul(vexp2_poly(f), p2n);
+}
+#endif
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // ---- the microkernel ----------------------------------------------------------------
 // C[r*c_rs + c + (0..NVv*W)] (+)= sum_k A[r*a_rs + k*a_ks] * B[k*b_rs + c + ...], r < R.
+// With acc and cs non-null, C is first multiplied by the column factors cs[c] (the
+// online-softmax rescale of O^T, folded into the load of the accumulators).
 template <int R, int NVv>
 inline void ukr(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t b_rs,
-                float* C, int64_t c_rs, bool acc) {
+                float* C, int64_t c_rs, bool acc, const float* cs) {
   vf c[R][NVv];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NVv; ++v) c[r][v] = acc ? vld(C + r * c_rs + v * W) : vzero();
+  if (acc && cs) {
+    vf f[NVv];
+    for (int v = 0; v < NVv; ++v) f[v] = vld(cs + v * W);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NVv; ++v) c[r][v] = vmul(vld(C + r * c_rs + v * W), f[v]);
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NVv; ++v) c[r][v] = acc ? vld(C + r * c_rs + v * W) : vzero();
+  }
   for (int64_t k = 0; k < K; ++k) {
     const float* bk = B + k * b_rs;
     const float* ak = A + k * a_ks;
@@ -177,27 +198,30 @@ inline void ukr(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const flo
 
 template <int NVv, int R = MR - 1>
 inline void ukr_tail(int rows, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-                     int64_t b_rs, float* C, int64_t c_rs, bool acc) {
+                     int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs) {
   if constexpr (R >= 1) {
-    if (rows == R) return ukr<R, NVv>(K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc);
-    ukr_tail<NVv, R - 1>(rows, K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc);
+    if (rows == R) return ukr<R, NVv>(K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc, cs);
+    ukr_tail<NVv, R - 1>(rows, K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc, cs);
   }
 }
 
 template <int NVv>
 inline void bgemm_cols(int64_t M, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-                       int64_t b_rs, float* C, int64_t c_rs, bool acc) {
+                       int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs) {
   int64_t r = 0;
-  for (; r + MR <= M; r += MR) ukr<MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc);
-  if (r < M) ukr_tail<NVv>(static_cast<int>(M - r), K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc);
+  for (; r + MR <= M; r += MR) ukr<MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc, cs);
+  if (r < M)
+    ukr_tail<NVv>(static_cast<int>(M - r), K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc, cs);
 }
 
 // C (M x N, N a multiple of W) (+)= A (M x K, general strides) * B (K x N, rows b_rs apart).
+// cs (optional, length N): column factors applied to C before accumulating.
 void bgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-           int64_t b_rs, float* C, int64_t c_rs, bool acc) {
+           int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs = nullptr) {
   int64_t c = 0;
-  for (; c + NV * W <= N; c += NV * W) bgemm_cols<NV>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc);
-  for (; c < N; c += W) bgemm_cols<1>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc);
+  for (; c + NV * W <= N; c += NV * W)
+    bgemm_cols<NV>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc, cs ? cs + c : nullptr);
+  for (; c < N; c += W) bgemm_cols<1>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc, cs ? cs + c : nullptr);
 }
 
 // ---- work partition -------------------------------------------------------------------
@@ -354,8 +378,6 @@ void attention_forward(const AttentionArgs& a) {
           vst(m + x, mx);
           vst(alpha + x, al);
         }
-        for (int64_t d = 0; d < D; ++d)
-          for (int64_t x = 0; x < br; x += W) vst(ot + d * br + x, vmul(vld(ot + d * br + x), vld(alpha + x)));
         if (dropout) {
           // element index ((b*H + h)*Nq + i)*Nk + j; the kept values are rescaled at the end
           const uint64_t row0 = static_cast<uint64_t>(bh * NQ + i0);
@@ -364,7 +386,8 @@ void attention_forward(const AttentionArgs& a) {
               if (!detail_attention::dropout_keep(a.seed, a.offset, (row0 + i) * NK + j0 + j, drop_threshold))
                 st[j * br + i] = 0.0f;
         }
-        bgemm(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, true);
+        // O^T = O^T * alpha + V^T P^T
+        bgemm(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, true, alpha);
       }
       float* O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
       for (int64_t i = 0; i < ib; ++i) {
