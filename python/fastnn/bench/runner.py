@@ -1,71 +1,416 @@
-"""Command-line front end of `fastnn bench`."""
+"""Command-line front end of `fastnn bench` and the loop that runs the cases.
+
+    fastnn bench                     quick tour: gemm, conv2d, attention, adam at small sizes
+    fastnn bench gemm|conv2d|attention|adam|train|all [--quick] [--threads N] [--repeats N]
+                 [--json FILE] [--plot FILE.png] [--baselines numpy,torch] [--numpy-best] [--probe]
+
+Exit codes: 0 success; 1 a run-time error (e.g. --device cuda unavailable, a case crashed);
+2 bad command line; 3 fastnn gave a wrong answer somewhere (that case was refused, not timed);
+4 the --json document failed its schema (a bug of this tool).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
-import statistics
+import subprocess
+import sys
 import time
 
-import numpy as np
+from . import core, machine, report
+from .core import Case, NotAvailable
+
+TOUR = ("gemm", "conv2d", "attention", "adam")
+ALL = ("gemm", "conv2d", "attention", "adam", "train")
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_WRONG, EXIT_SCHEMA = 0, 1, 2, 3, 4
 
 
-def _alternate(fns, repeats, warmup=2):
-    """Times each callable in fns alternately; returns per-contender lists of seconds."""
-    for _ in range(warmup):
-        for f in fns:
-            f()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
-    return times
+def suite_generators(name):
+    """[(label, generator function)] of one CLI suite."""
+    from . import suites
+
+    if name == "adam":  # the memory-bound group: optimizer step and the fused loss
+        return [("adam", suites.adam_cases), ("softmax_ce", suites.softmax_ce_cases)]
+    if name == "train":
+        from . import train
+        return [("train", train.train_cases)]
+    return [(name, suites.SUITES[name])]
 
 
-def _bench_gemm(sizes, repeats, threads):
-    import fastnn
-    from fastnn import ops
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="fastnn bench",
+        description="Time fastnn's kernels against NumPy and PyTorch on this machine. Contenders run "
+                    "alternately (A B A B ...) in one process after a warm-up and a correctness check; "
+                    "medians and min-max of the repeats are reported. Bare `fastnn bench` is a quick tour.",
+        epilog="Exit codes: 0 ok, 1 run-time error, 2 bad arguments, 3 a fastnn result was wrong "
+               "(refused), 4 JSON failed its schema.")
+    p.add_argument("suite", nargs="?", default=None, choices=list(ALL) + ["all"],
+                   help="suite to run (default: quick tour of gemm, conv2d, attention, adam)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of fastnn's tensors")
+    p.add_argument("--threads", type=int, default=None, help="threads for fastnn and every peer (default: fastnn's)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 10; quick 5)")
+    p.add_argument("--quick", action="store_true", help="small shapes only")
+    p.add_argument("--json", metavar="FILE", help="write the results (schema: fastnn/bench/schema.json)")
+    p.add_argument("--plot", metavar="FILE.png", help="speedup bars and roofline chart (needs matplotlib)")
+    p.add_argument("--baselines", default="numpy,torch", help="comma-separated peers among numpy,torch ('' for none)")
+    p.add_argument("--numpy-best", action="store_true",
+                   help="also time NumPy in a child process with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
+    p.add_argument("--no-malloc-child", action="store_true",
+                   help="skip the child process that times peers with glibc's malloc keeping freed memory")
+    p.add_argument("--probe", action="store_true",
+                   help="print this machine's limits (measured once, then cached); alone: only that")
+    p.add_argument("--reprobe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test sizes
+    p.add_argument("--only", default=None, help=argparse.SUPPRESS)        # substring filter on case ids
+    return p
 
-    fastnn.set_num_threads(threads)
-    rows = []
-    rng = np.random.default_rng(0)
-    for (m, k, n) in sizes:
-        a = rng.standard_normal((m, k), dtype=np.float32)
-        b = rng.standard_normal((k, n), dtype=np.float32)
-        out_np = np.empty((m, n), np.float32)
-        ref = a.astype(np.float64) @ b.astype(np.float64)
-        got = ops.gemm(a, b).numpy()
-        tol = 4 * k * np.finfo(np.float32).eps * (np.abs(a) @ np.abs(b)).max()
-        err = np.abs(got - ref).max()
-        if not err <= tol:
-            raise SystemExit(f"refusing to benchmark: fastnn gemm {m}x{k}x{n} is wrong (max error {err:.3g} > {tol:.3g})")
-        tf, tn = _alternate([lambda: ops.gemm(a, b), lambda: np.matmul(a, b, out=out_np)], repeats)
-        mf, mn = statistics.median(tf), statistics.median(tn)
-        flops = 2.0 * m * n * k
-        rows.append((f"{m}x{k}x{n}", mf * 1e3, mn * 1e3, mn / mf, flops / mf / 1e9, flops / mn / 1e9))
-    return rows
+
+class Run:
+    """State of one `fastnn bench` invocation."""
+
+    def __init__(self, args, argv):
+        import fastnn
+
+        self.args = args
+        self.argv = argv
+        self.fnn = fastnn
+        self.tiny = args.tiny or os.environ.get("FASTNN_BENCH_TINY") == "1"
+        self.size = "tiny" if self.tiny else ("quick" if (args.quick or args.suite is None) else "full")
+        self.threads = args.threads or fastnn.get_num_threads()
+        self.repeats = args.repeats or (3 if self.tiny else 5 if self.size == "quick" else 10)
+        self.budget = 1.0 if self.tiny else 4.0 if self.size == "quick" else 20.0
+        self.baselines = tuple(b for b in (s.strip() for s in args.baselines.split(",")) if b)
+        self.limits = {}
+        self.cases = []
+        self.unavailable = []
+        self.notes = []
+        self.exit = EXIT_OK
+        self.ui = report.Progress(enabled=sys.stderr.isatty())
+
+    # -- environment ---------------------------------------------------------------------
+    def log(self, msg):
+        self.ui.message(msg)
+
+    @contextlib.contextmanager
+    def threads_for(self, n):
+        """fastnn, torch and the BLAS all on n threads for the duration of a case."""
+        fnn = self.fnn
+        before = fnn.get_num_threads()
+        fnn.set_num_threads(n)
+        torch = machine.optional_torch() if "torch" in self.baselines else None
+        tbefore = torch.get_num_threads() if torch is not None else None
+        if torch is not None:
+            torch.set_num_threads(n)
+        limiter = contextlib.nullcontext()
+        try:
+            import threadpoolctl
+            limiter = threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+        except ImportError:
+            pass
+        try:
+            with limiter:
+                yield
+        finally:
+            fnn.set_num_threads(before)
+            if torch is not None:
+                torch.set_num_threads(tbefore)
+
+    def limit_for(self, kind, threads):
+        if kind == "none" or not machine.have_probes():
+            return None
+        if threads not in self.limits:
+            self.limits[threads] = machine.limits(threads, refresh=self.args.reprobe, tiny=self.tiny, log=self.log)
+        return self.limits[threads].get({"fma": "fma_gflops", "triad": "triad_gbs", "adam": "adam_gbs"}[kind])
+
+    # -- one case ----------------------------------------------------------------------------
+    def run_case(self, case: Case, quiet_check=False) -> dict:
+        threads = case.threads or self.threads
+        rec = {"suite": case.suite, "op": case.op, "shape": case.shape, "id": case.id, "threads": threads,
+               "unit": case.unit, "work": case.work, "intensity": getattr(case, "intensity", None),
+               "samples": case.samples, "limit_kind": case.limit, "status": "ok", "error": None,
+               "results": [], "refused": [], "speedup": {}, "note": case.note}
+        with self.threads_for(threads):
+            self.ui.update(f"{case.op} {case.shape}: checking")
+            errors = core.check_case(case)
+            ok = []
+            for c in case.contenders:
+                err = errors.get(c.name)
+                if err is None:
+                    ok.append(c)
+                    continue
+                rec["refused"].append({"name": c.name, "error": err})
+                if c.peer == "fastnn":
+                    rec["status"], rec["error"] = "refused", err
+                    self.exit = max(self.exit, EXIT_WRONG)
+                    report.loud(f"REFUSED (wrong answer, not timed): {err}")
+                else:
+                    report.loud(f"peer refused (wrong answer, not timed): {err}")
+            if rec["status"] != "ok":
+                return rec
+            for c in ok:
+                if c.memory is not None:
+                    try:
+                        c.peak_extra_bytes = c.memory()
+                    except Exception as e:  # noqa: BLE001 - a measurement, never fatal
+                        c.peak_extra_bytes = None
+                        self.notes.append(f"{case.id}: memory of {c.name}: {e}")
+            self.ui.update(f"{case.op} {case.shape}: timing {len(ok)} contenders")
+            times = core.alternate([c.fn for c in ok], self.repeats, warmup=1 if self.size == "full" else 1,
+                                   budget_s=self.budget, syncs=[c.sync for c in ok])
+        fmed = None
+        for c, ts in zip(ok, times):
+            r = dict(name=c.name, peer=c.peer, variant=c.variant, process="main", **core.summarize(ts))
+            if getattr(c, "peak_extra_bytes", None) is not None:
+                r["peak_extra_bytes"] = c.peak_extra_bytes
+            if c.peer == "fastnn":
+                fmed = r["median_ms"]
+            r["best"] = bool(c.best)
+            rec["results"].append(r)
+        for r in rec["results"]:
+            r["ratio"] = r["median_ms"] / fmed if fmed else None
+        self._finish(rec)
+        return rec
+
+    def _finish(self, rec):
+        """Rates, fraction of the limit and speedups vs each peer at its best (from same-window ratios)."""
+        f = next(r for r in rec["results"] if r["peer"] == "fastnn" and r["process"] == "main")
+        sec = f["median_ms"] / 1e3
+        rate = rec["work"] / sec / 1e9 if sec > 0 else None
+        rec["rate"] = rate
+        if rec["samples"]:
+            rec["samples_per_s"] = rec["samples"] / sec if sec > 0 else None
+        lim = self.limit_for(rec["limit_kind"], rec["threads"])
+        rec["limit"] = lim
+        rec["fraction_of_limit"] = (rate / lim) if (rate and lim) else None
+        sp = {}
+        for r in rec["results"]:
+            if r["peer"] == "fastnn" or r.get("ratio") is None:
+                continue
+            sp[r["peer"]] = min(sp.get(r["peer"], float("inf")), r["ratio"])
+        rec["speedup"] = sp
+
+    # -- child processes ---------------------------------------------------------------------
+    def child_pass(self, suite, recs, label, env_set, env_unset, peers_of_case):
+        """Re-times, in a child process with another environment, the peer contenders chosen by
+        peers_of_case(rec) -> [contender names], each against fastnn again."""
+        want = {r["id"]: peers_of_case(r) for r in recs if r["status"] == "ok"}
+        want = {k: v for k, v in want.items() if v}
+        if not want:
+            return
+        names = sorted({n for v in want.values() for n in v})
+        spec = {"suite": suite, "size": self.size, "threads": self.threads, "repeats": self.repeats,
+                "budget": self.budget, "baselines": list(self.baselines), "device": self.args.device,
+                "only_peers": names, "case_ids": sorted(want), "simd": self.fnn.get_simd_level()}
+        env = dict(os.environ)
+        for k in env_unset:
+            env.pop(k, None)
+        env.update(env_set)
+        env["FASTNN_SIMD"] = self.fnn.get_simd_level()
+        self.ui.update(f"{suite}: {label} child process")
+        try:
+            p = subprocess.run([sys.executable, "-m", "fastnn.bench.child"], input=json.dumps(spec), env=env,
+                               capture_output=True, text=True, timeout=3600)
+        except subprocess.TimeoutExpired:
+            self.notes.append(f"{suite}: the {label} child process timed out")
+            return
+        if p.returncode != 0 or not p.stdout.strip():
+            self.notes.append(f"{suite}: the {label} child process failed (exit {p.returncode}): "
+                              f"{p.stderr.strip()[-500:]}")
+            return
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        by_id = {r["id"]: r for r in recs}
+        for cid, res in out.get("cases", {}).items():
+            rec = by_id.get(cid)
+            if rec is None:
+                continue
+            if res.get("error"):
+                rec["refused"].append({"name": f"{label} child", "error": res["error"]})
+                report.loud(f"{label} child: {res['error']}")
+                continue
+            f = res["times"].get("fastnn")
+            for name, ts in res["times"].items():
+                if name == "fastnn":
+                    continue
+                r = dict(name=f"{name.split('[')[0]}[{label}]", peer=name.split("[")[0], variant=label,
+                         process=f"{label} child", best=True, **core.summarize(ts))
+                r["ratio"] = r["median_ms"] / core.summarize(f)["median_ms"] if f else None
+                r["fastnn_in_child_ms"] = core.summarize(f)["median_ms"] if f else None
+                rec["results"].append(r)
+            self._finish(rec)
+        for n in out.get("notes", []):
+            self.notes.append(n)
+
+    # -- a suite -----------------------------------------------------------------------------
+    def run_suite(self, name):
+        from .suites import Config
+
+        cfg = Config(size=self.size, baselines=self.baselines, device=self.args.device, threads=self.threads)
+        recs = []
+        for label, gen in suite_generators(name):
+            try:
+                it = gen(cfg)
+                while True:
+                    try:
+                        case = next(it)
+                    except StopIteration:
+                        break
+                    if isinstance(case, core.Unavailable):
+                        self.unavailable.append({"suite": case.suite, "missing": f"{case.what}: {case.missing}"})
+                        self.ui.message(f"{case.suite} {case.what}: not available in this build ({case.missing})")
+                        continue
+                    if self.args.only and self.args.only not in case.id:
+                        continue
+                    try:
+                        rec = self.run_case(case)
+                    except NotAvailable:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one crashing case must not lose the others
+                        rec = {"suite": case.suite, "op": case.op, "shape": case.shape, "id": case.id,
+                               "status": "error", "error": f"{e.__class__.__name__}: {e}", "results": [],
+                               "refused": [], "speedup": {}, "threads": case.threads or self.threads,
+                               "unit": case.unit, "work": case.work}
+                        self.exit = max(self.exit, EXIT_ERROR) if self.exit != EXIT_WRONG else self.exit
+                        report.loud(f"{case.id}: {rec['error']}")
+                    del case
+                    recs.append(rec)
+                    self.ui.row_done(rec)
+            except NotAvailable as e:
+                self.unavailable.append({"suite": label, "missing": str(e)})
+                self.ui.message(f"{label}: not available in this build ({e})")
+        if recs and "torch" in self.baselines and not self.args.no_malloc_child and machine.optional_torch():
+            # torch has no out= for most of these ops: its best is with malloc keeping freed memory.
+            def torch_without_best(r):
+                peers = {x["peer"]: x for x in r["results"] if x["peer"] == "torch"}
+                has_best = any(x["best"] for x in r["results"] if x["peer"] == "torch")
+                return ["torch"] if peers and not has_best else []
+            self.child_pass(name, recs, "malloc-tuned", MALLOC_ENV, (), torch_without_best)
+        if recs and self.args.numpy_best and "numpy" in self.baselines:
+            def numpy_best(r):
+                return sorted({x["name"] for x in r["results"] if x["peer"] == "numpy" and x["best"]
+                               and x["process"] == "main"})
+            self.child_pass(name, recs, "blas-best", {}, ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"), numpy_best)
+        self.cases.extend(recs)
+        return recs
+
+    def document(self):
+        return {
+            "schema_version": 1,
+            "tool": "fastnn bench",
+            "command": "fastnn bench " + " ".join(self.argv),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "size": self.size,
+            "settings": {"repeats": self.repeats, "warmup": 1, "budget_s_per_case": self.budget,
+                         "baselines": list(self.baselines), "numpy_best": bool(self.args.numpy_best),
+                         "device": self.args.device, "threads": self.threads,
+                         "malloc_tuned_env": MALLOC_ENV},
+            "machine": machine.machine_info(self.threads, self.args.device),
+            "limits": {str(k): v for k, v in self.limits.items()},
+            "cases": self.cases,
+            "unavailable": self.unavailable,
+            "notes": self.notes,
+            "exit_code": self.exit,
+        }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="fastnn bench", description=__doc__)
-    p.add_argument("suite", nargs="?", default="gemm", choices=["gemm"])
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 0 for --help, 2 for bad arguments
+        return int(e.code or 0)
+    if args.threads is not None and args.threads < 1:
+        parser.print_usage(sys.stderr)
+        print(f"fastnn bench: argument --threads: expected >= 1, got {args.threads}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.repeats is not None and args.repeats < 1:
+        print(f"fastnn bench: argument --repeats: expected >= 1, got {args.repeats}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = [b for b in args.baselines.split(",") if b.strip() and b.strip() not in ("numpy", "torch")]
+    if bad:
+        print(f"fastnn bench: argument --baselines: expected names among numpy,torch, got {','.join(bad)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     import fastnn
 
-    threads = args.threads or fastnn.get_num_threads()
-    if not hasattr(fastnn.ops, "gemm"):
-        print("fastnn bench: no GEMM kernel in this build yet")
-        return 1
-    sizes = [(256, 256, 256), (1024, 1024, 1024)] if args.quick else [(256, 256, 256), (1024, 1024, 1024), (2048, 2048, 2048), (64, 784, 128)]
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"fastnn {fastnn.__version__}  simd={fastnn.get_simd_level()}  threads={threads}  "
-          f"numpy {np.__version__} (OpenBLAS env: {env})")
-    rows = _bench_gemm(sizes, args.repeats, threads)
-    print(f"{'gemm M x K x N':>16} {'fastnn ms':>10} {'numpy ms':>10} {'speedup':>8} {'fastnn GF/s':>12} {'numpy GF/s':>11}")
-    for r in rows:
-        print(f"{r[0]:>16} {r[1]:10.3f} {r[2]:10.3f} {r[3]:8.2f} {r[4]:12.1f} {r[5]:11.1f}")
-    return 0
+    if args.device == "cuda" and not fastnn.cuda.is_available():
+        print(f"fastnn bench: device 'cuda' is not available: {fastnn.cuda.why_unavailable()}", file=sys.stderr)
+        return EXIT_ERROR
+    threads_before = fastnn.get_num_threads()
+    try:
+        return _main(args, argv, fastnn)
+    finally:
+        fastnn.set_num_threads(threads_before)
+
+
+def _main(args, argv, fastnn) -> int:
+    run = Run(args, argv)
+    if "torch" in run.baselines and machine.optional_torch() is None:
+        run.notes.append("torch is not installed: PyTorch columns omitted")
+        run.baselines = tuple(b for b in run.baselines if b != "torch")
+    if args.threads:
+        fastnn.set_num_threads(args.threads)
+    out = sys.stdout
+    report.header(run, out)
+    if args.device == "cuda" and fastnn.cuda.is_emulated():
+        print("note: device 'cuda' is fastnn's CPU emulator of CUDA: its times say nothing about a GPU", file=out)
+    if args.probe:
+        if not machine.have_probes():
+            print("probes: not available in this build", file=out)
+        else:
+            lim = run.limit_for("fma", run.threads) and run.limits[run.threads]
+            report.print_limits(run.limits[run.threads], run.threads, out)
+            _ = lim
+        if args.suite is None:
+            return run.exit
+    suites = TOUR if args.suite is None else (ALL if args.suite == "all" else (args.suite,))
+    t0 = time.perf_counter()
+    try:
+        for s in suites:
+            report.suite_title(s, out)
+            recs = run.run_suite(s)
+            report.table(recs, run, out)
+    except KeyboardInterrupt:
+        run.ui.close()
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        run.ui.close()
+    for u in run.unavailable:
+        print(f"{u['suite']}: not available in this build ({u['missing']})", file=out)
+    for n in run.notes:
+        print(f"note: {n}", file=out)
+    print(f"total {time.perf_counter() - t0:.1f} s", file=out)
+    doc = run.document()
+    if args.json:
+        from .schema import SchemaError, validate
+
+        try:
+            validate(doc)
+        except SchemaError as e:
+            print(f"fastnn bench: internal error: the JSON document does not match schema.json: {e}",
+                  file=sys.stderr)
+            run.exit = max(run.exit, EXIT_SCHEMA)
+        doc["exit_code"] = run.exit
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=_jsonable)
+        print(f"wrote {args.json}", file=out)
+    if args.plot:
+        try:
+            report.plot(doc, args.plot)
+            print(f"wrote {args.plot}", file=out)
+        except ImportError:
+            print("fastnn bench: --plot needs matplotlib (pip install 'fastnn[bench]'); no plot written",
+                  file=sys.stderr)
+            run.exit = max(run.exit, EXIT_ERROR)
+    return run.exit
+
+
+def _jsonable(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return str(x)

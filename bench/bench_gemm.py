@@ -1,0 +1,11 @@
+"""gemm cases of `fastnn bench`, as pytest-benchmark tests (FASTNN_BENCH_SIZE=quick|full)."""
+import pytest
+
+from fastnn.bench import pytest_support
+
+CASES = pytest_support.params("gemm")
+
+
+@pytest.mark.parametrize("case, contender", CASES)
+def test_gemm(benchmark, case, contender):
+    pytest_support.run(benchmark, case, contender)

@@ -1,0 +1,204 @@
+"""`fastnn bench` CLI at test sizes (--tiny): table, JSON + schema, plot, refusal of a wrong
+kernel, "not available" for a missing one, exit codes. Nothing here asserts a speed."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.bench import runner, schema
+
+TINY = ["--tiny", "--repeats", "2", "--no-malloc-child"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    # Probe cache in a temporary file; plain output; restore fastnn's thread count.
+    monkeypatch.setenv("FASTNN_BENCH_CACHE", str(tmp_path / "probes.json"))
+    monkeypatch.setenv("FASTNN_BENCH_PLAIN", "1")
+    before = fastnn.get_num_threads()
+    yield
+    fastnn.set_num_threads(before)
+
+
+def _run(capsys, *argv):
+    rc = runner.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _has(op):
+    return hasattr(fastnn.ops, op) and hasattr(fastnn._C, {"attention": "attention_forward"}.get(op, op))
+
+
+needs_attention = pytest.mark.skipif(not _has("attention"), reason="attention kernel not in this build")
+needs_gemm = pytest.mark.skipif(not _has("gemm"), reason="gemm kernel not in this build")
+
+
+def test_help_and_usage_errors(capsys):
+    rc, out, _ = _run(capsys, "--help")
+    assert rc == 0 and "--numpy-best" in out and "Exit codes" in out
+    assert _run(capsys, "nosuchsuite")[0] == 2
+    rc, _, err = _run(capsys, "gemm", "--threads", "0")
+    assert rc == 2 and "--threads" in err and "got 0" in err
+    rc, _, err = _run(capsys, "gemm", "--baselines", "numpy,jax")
+    assert rc == 2 and "jax" in err
+    assert _run(capsys, "gemm", "--repeats", "0")[0] == 2
+
+
+def test_cli_dispatch_keeps_working(capsys):
+    from fastnn import cli
+
+    assert cli.main(["bench", "--help"]) == 0
+    assert "fastnn bench" in capsys.readouterr().out
+
+
+@needs_attention
+def test_table_and_json_validate(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "numpy", "--threads", "1", "--json", str(path))
+    assert rc == 0, err
+    assert "== attention ==" in out and "fastnn ms [min-max]" in out and "numpy* ms" in out
+    assert "attention fwd" in out and "B1 H2 N24 D16 causal" in out
+    assert "\r" not in err  # no progress line when stderr is not a terminal
+    doc = json.loads(path.read_text())
+    schema.validate(doc)                       # jsonschema when installed
+    schema.validate(doc, use_jsonschema=False)  # the built-in validator
+    assert doc["machine"]["threads"] == 1 and doc["size"] == "tiny" and doc["exit_code"] == 0
+    cases = doc["cases"]
+    assert len(cases) == 4 and all(c["status"] == "ok" for c in cases)
+    for c in cases:
+        names = {r["name"] for r in c["results"]}
+        assert {"fastnn", "numpy", "numpy[out=]"} <= names
+        f = next(r for r in c["results"] if r["name"] == "fastnn")
+        assert f["min_ms"] <= f["median_ms"] <= f["max_ms"] and f["repeats"] >= 2
+        # speedup vs numpy = its fastest variant's same-process ratio
+        best = min(r["ratio"] for r in c["results"] if r["peer"] == "numpy")
+        assert c["speedup"]["numpy"] == pytest.approx(best)
+        assert c["rate"] > 0
+    assert any(r.get("peak_extra_bytes") is not None for c in cases for r in c["results"])
+
+
+def test_schema_rejects_malformed_documents():
+    doc = {"schema_version": 1, "tool": "fastnn bench", "command": "fastnn bench", "date": "d", "size": "tiny",
+           "settings": {"repeats": 1, "warmup": 1, "baselines": ["numpy"], "numpy_best": False, "device": "cpu",
+                        "threads": 1},
+           "machine": {"cpu_model": "x", "simd_level": "avx2", "threads": 1, "device": "cpu", "env": {}, "blas": [],
+                       "versions": {"fastnn": "0", "numpy": "1", "python": "3", "torch": None}},
+           "limits": {}, "cases": [], "unavailable": [], "notes": [], "exit_code": 0}
+    for use in (True, False):
+        schema.validate(doc, use_jsonschema=use)
+        bad = copy.deepcopy(doc)
+        del bad["machine"]["cpu_model"]
+        with pytest.raises(schema.SchemaError, match="cpu_model"):
+            schema.validate(bad, use_jsonschema=use)
+        bad = copy.deepcopy(doc)
+        bad["settings"]["repeats"] = "many"
+        with pytest.raises(schema.SchemaError):
+            schema.validate(bad, use_jsonschema=use)
+        bad = copy.deepcopy(doc)
+        bad["cases"] = [{"suite": "gemm"}]
+        with pytest.raises(schema.SchemaError):
+            schema.validate(bad, use_jsonschema=use)
+
+
+@needs_attention
+def test_wrong_kernel_is_refused(tmp_path, capsys, monkeypatch):
+    real = fastnn.ops.attention
+
+    def off_by_a_bit(q, k, v, **kw):
+        out = real(q, k, v, **kw)
+        if isinstance(out, tuple):
+            return out
+        a = np.array(out, copy=True)
+        a[0, 0, 0, 0] += 1e-2  # one element, slightly: the gate must still see it
+        return fastnn.from_numpy(a)
+    monkeypatch.setattr(fastnn.ops, "attention", off_by_a_bit)
+    path = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "numpy", "--only", "fwd/", "--json", str(path))
+    assert rc == 3
+    assert "REFUSED" in err and "output 0 is wrong" in err and "index (0, 0, 0, 0)" in err
+    assert "REFUSED" in out
+    doc = json.loads(path.read_text())
+    schema.validate(doc)
+    refused = [c for c in doc["cases"] if c["status"] == "refused"]
+    assert refused and all(c["results"] == [] for c in refused)  # nothing timed
+    assert doc["exit_code"] == 3
+
+
+@needs_attention
+def test_wrong_peer_is_refused_but_fastnn_is_timed(capsys, monkeypatch):
+    from fastnn.bench import suites
+
+    monkeypatch.setattr(suites.NumpyAttention, "forward", lambda self: np.zeros_like(self.q))
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "numpy", "--only", "fwd/")
+    assert rc == 0
+    assert "peer refused" in err and "numpy" in err
+    assert "attention fwd" in out
+
+
+def test_missing_kernel_is_not_available(capsys, monkeypatch):
+    monkeypatch.delattr(fastnn.ops, "gemm", raising=False)
+    rc, out, _ = _run(capsys, "gemm", *TINY, "--baselines", "numpy")
+    assert rc == 0
+    assert "gemm: not available in this build" in out
+
+
+def test_train_suite_runs_or_reports_unavailable(capsys):
+    pytest.importorskip("torch")
+    rc, out, err = _run(capsys, "train", *TINY, "--only", "MLP")
+    assert rc in (0, 3), err  # 3 = fastnn's layer computed a wrong loss: refused loudly, not timed
+    assert "== train ==" in out
+    assert "train MLP 784-128-10" in out or "not available in this build" in out
+
+
+@needs_gemm
+def test_plot_writes_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "r.png"
+    rc, out, err = _run(capsys, "gemm", *TINY, "--baselines", "numpy", "--plot", str(png))
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_an_error(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mpl(name, *a, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError("no matplotlib")
+        return real_import(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    monkeypatch.delattr(fastnn.ops, "gemm", raising=False)
+    rc, _, err = _run(capsys, "gemm", *TINY, "--baselines", "", "--plot", str(tmp_path / "x.png"))
+    assert rc == 1 and "matplotlib" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(fastnn._C, "_probe_fma_gflops"), reason="probes not in this build")
+def test_probe_is_cached(tmp_path, capsys):
+    rc, out, _ = _run(capsys, "--probe", "--tiny")
+    assert rc == 0 and "measured now" in out and "GFLOP/s" in out and "GB/s" in out
+    cache = json.loads((tmp_path / "probes.json").read_text())
+    (key, val), = cache.items()
+    assert key.endswith("|tiny") and val["fma_gflops"] > 0 and val["triad_gbs"] > 0 and val["adam_gbs"] > 0
+    rc, out, _ = _run(capsys, "--probe", "--tiny")
+    assert rc == 0 and "cached" in out
+
+
+@needs_gemm
+def test_numpy_best_child_process(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "gemm", *TINY, "--baselines", "numpy", "--numpy-best", "--only", "48x40x24",
+                        "--json", str(path))
+    assert rc == 0, err
+    doc = json.loads(path.read_text())
+    (case,) = doc["cases"]
+    child = [r for r in case["results"] if r["process"] == "blas-best child"]
+    assert child and child[0]["peer"] == "numpy" and child[0]["ratio"] > 0, doc["notes"]
+    assert case["speedup"]["numpy"] == pytest.approx(min(r["ratio"] for r in case["results"] if r["peer"] == "numpy"))
