@@ -21,6 +21,12 @@ from .tensor import (
 from . import cuda
 from . import ops
 from ._info import info
+from . import autograd  # attaches the differentiable operators and methods to Tensor
+from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from .random import manual_seed, randn, rand, randint
+from . import nn, optim, data
+from .trainer import Trainer, History, Callback, EarlyStopping, ModelCheckpoint, LambdaCallback
+from .serialization import save, load
 
 __version__: str = _C.build_info["version"]
 
@@ -72,4 +78,7 @@ __all__ = [
     "float32", "float64", "float16", "bfloat16", "int32", "int64", "uint8", "bool_", "DType",
     "get_num_threads", "set_num_threads", "get_simd_level", "set_simd_level", "memory_stats", "empty_cache",
     "info", "cuda", "ops",
+    "autograd", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "manual_seed", "randn", "rand",
+    "randint", "nn", "optim", "data", "Trainer", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
+    "LambdaCallback", "save", "load",
 ]
