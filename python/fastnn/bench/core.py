@@ -108,13 +108,14 @@ def compare(name: str, case: Case, got, ref) -> None:
             tol = float(case.atol)
         if g.size == 0:
             continue
+        g, r = np.atleast_1d(g), np.atleast_1d(r)
         bad = ~np.isfinite(g) & np.isfinite(r)
         err = np.abs(g - r)
         err[~np.isfinite(err) & ~bad] = 0.0  # both inf of the same sign (masked rows) agree
         err[bad] = np.inf
         j = int(np.argmax(err))
         if not err.flat[j] <= tol:
-            idx = np.unravel_index(j, g.shape)
+            idx = np.unravel_index(j, g.shape) if g.ndim > 1 or g.shape != (1,) else ()
             raise WrongAnswer(f"{name} {case.id}: output {i} is wrong: max |error| {err.flat[j]:.3g} > tolerance "
                               f"{tol:.3g} at index {tuple(int(t) for t in idx)} (got {g.flat[j]:.6g}, "
                               f"expected {r.flat[j]:.6g})")

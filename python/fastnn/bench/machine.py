@@ -56,10 +56,11 @@ def library_versions() -> dict:
     v = {"fastnn": fastnn.__version__, "numpy": np.__version__, "python": platform.python_version()}
     torch = optional_torch()
     v["torch"] = torch.__version__ if torch is not None else None
+    from importlib import metadata
+
     for name in ("threadpoolctl", "matplotlib", "rich", "jsonschema"):
         try:
-            mod = __import__(name)
-            v[name] = getattr(mod, "__version__", "unknown")
+            v[name] = metadata.version(name)
         except Exception:  # noqa: BLE001 - optional extras: absent or broken is the same to us
             v[name] = None
     return v

@@ -145,9 +145,9 @@ class Run:
                 if c.peer == "fastnn":
                     rec["status"], rec["error"] = "refused", err
                     self.exit = max(self.exit, EXIT_WRONG)
-                    report.loud(f"REFUSED (wrong answer, not timed): {err}")
+                    report.loud(f"REFUSED (wrong answer or error; not timed): {err}")
                 else:
-                    report.loud(f"peer refused (wrong answer, not timed): {err}")
+                    report.loud(f"peer refused (wrong answer or error; not timed): {err}")
             if rec["status"] != "ok":
                 return rec
             for c in ok:
