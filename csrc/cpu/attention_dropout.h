@@ -45,4 +45,19 @@ inline bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t e, uint32_t th
   return philox_word(seed, offset, e) < threshold;
 }
 
+// keep[t] = dropout_keep(seed, offset, e0 + t, threshold) for t < n, with one Philox
+// call per 4 consecutive element indices.
+inline void dropout_keep_run(uint64_t seed, uint64_t offset, uint64_t e0, int64_t n, uint32_t threshold,
+                             uint8_t* keep) {
+  int64_t t = 0;
+  while (t < n) {
+    const uint64_t e = e0 + static_cast<uint64_t>(t);
+    const uint64_t c = e >> 2;
+    uint32_t ctr[4] = {static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), static_cast<uint32_t>(offset),
+                       static_cast<uint32_t>(offset >> 32)};
+    philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    for (unsigned w = static_cast<unsigned>(e & 3); w < 4 && t < n; ++w, ++t) keep[t] = ctr[w] < threshold;
+  }
+}
+
 }  // namespace fastnn::detail_attention
