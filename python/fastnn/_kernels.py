@@ -11,6 +11,7 @@ code never see the difference: switching an op to its kernel is a change to this
 """
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -340,7 +341,7 @@ def log_softmax_backward(g, out, dim=-1):
 
 def _reduce(l, reduction):
     if reduction == "mean":
-        return l.mean(), 1.0 / max(l.size, 1)
+        return l.mean(), 1.0 / builtins.max(l.size, 1)
     if reduction == "sum":
         return l.sum(), 1.0
     return l, None

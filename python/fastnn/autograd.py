@@ -16,6 +16,7 @@ This module also attaches the operators and differentiable methods to ``fastnn.T
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import numbers
 
@@ -374,7 +375,7 @@ def _norm_dims(dim, nd):
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     out = []
     for d in dims:
-        if not -nd <= d < max(nd, 1):
+        if not -nd <= d < builtins.max(nd, 1):
             raise IndexError(f"argument 'dim': expected a dimension in [{-nd}, {nd - 1}], got {d}")
         out.append(d % nd if nd else 0)
     return tuple(sorted(out))
@@ -406,7 +407,7 @@ def mean(x, dim=None, keepdim=False):
         for i, s in enumerate(shape):
             if dims is None or i in dims:
                 n *= s
-        _attach(out, (x,), lambda g: (K.broadcast_to(K.div(g, float(max(n, 1))).reshape(ks), shape),),
+        _attach(out, (x,), lambda g: (K.broadcast_to(K.div(g, float(builtins.max(n, 1))).reshape(ks), shape),),
                 "MeanBackward")
     return out
 

@@ -80,6 +80,11 @@ def _encode(obj, tensors, path="root"):
                     "NumPy arrays, numbers, strings, None, and dicts / lists / tuples of them)")
 
 
+def _raw(arr):
+    """The bytes of a C-contiguous array as a 1-D uint8 view (works for 0-d and empty arrays)."""
+    return arr.reshape(-1).view(np.uint8)
+
+
 def _host_array(t):
     if isinstance(t, np.ndarray):
         return np.ascontiguousarray(t), str(t.dtype) if t.dtype != np.bool_ else "bool"
@@ -106,7 +111,7 @@ def save(obj, path) -> None:
         off += -(-arr.nbytes // _ALIGN) * _ALIGN
     crc = 0
     for arr, m in zip(arrays, metas):
-        crc = zlib.crc32(memoryview(arr).cast("B"), crc)
+        crc = zlib.crc32(_raw(arr), crc)
         crc = zlib.crc32(b"\0" * (-(-m["nbytes"] // _ALIGN) * _ALIGN - m["nbytes"]), crc)
     header = json.dumps({"tree": tree, "tensors": metas, "data_nbytes": off, "crc32": crc},
                         separators=(",", ":")).encode("utf-8")
@@ -120,7 +125,7 @@ def save(obj, path) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(head)
             for arr, m in zip(arrays, metas):
-                f.write(memoryview(arr).cast("B"))
+                f.write(_raw(arr))
                 pad = -(-m["nbytes"] // _ALIGN) * _ALIGN - m["nbytes"]
                 if pad:
                     f.write(b"\0" * pad)

@@ -131,7 +131,7 @@ class EarlyStopping(Callback):
                 self.best_state = {k: v.clone() for k, v in self.trainer.model.state_dict().items()}
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 self.trainer.stop_training = True
                 self.stopped_epoch = epoch
 
