@@ -67,6 +67,7 @@ class Case:
     note: str = ""
     samples: Optional[float] = None  # for training cases: samples processed by one call
     intensity: Optional[float] = None  # FLOP per byte of compulsory memory traffic (roofline)
+    margins: dict = dataclasses.field(default_factory=dict)  # filled by check_case: max |err| / tol
 
     @property
     def id(self) -> str:
@@ -92,6 +93,7 @@ def to_numpy(x):
 
 def compare(name: str, case: Case, got, ref) -> None:
     """Raises WrongAnswer naming the contender, the case, the worst element and the tolerance."""
+    worst = 0.0
     got, ref = to_numpy(got), to_numpy(ref)
     if len(got) != len(ref):
         raise WrongAnswer(f"{name} {case.id}: returned {len(got)} outputs, the reference has {len(ref)}")
@@ -114,11 +116,13 @@ def compare(name: str, case: Case, got, ref) -> None:
         err[~np.isfinite(err) & ~bad] = 0.0  # both inf of the same sign (masked rows) agree
         err[bad] = np.inf
         j = int(np.argmax(err))
+        worst = max(worst, float(err.flat[j] / tol) if tol > 0 else (0.0 if err.flat[j] == 0 else float("inf")))
         if not err.flat[j] <= tol:
             idx = np.unravel_index(j, g.shape) if g.ndim > 1 or g.shape != (1,) else ()
             raise WrongAnswer(f"{name} {case.id}: output {i} is wrong: max |error| {err.flat[j]:.3g} > tolerance "
                               f"{tol:.3g} at index {tuple(int(t) for t in idx)} (got {g.flat[j]:.6g}, "
                               f"expected {r.flat[j]:.6g})")
+    return worst
 
 
 def check_case(case: Case) -> dict:
@@ -135,7 +139,7 @@ def check_case(case: Case) -> dict:
                 ref = to_numpy(got)
                 errors[c.name] = None
                 continue
-            compare(c.name, case, got, ref)
+            case.margins[c.name] = compare(c.name, case, got, ref)
             errors[c.name] = None
         except WrongAnswer as e:
             errors[c.name] = str(e)

@@ -148,6 +148,7 @@ class Run:
                     report.loud(f"REFUSED (wrong answer or error; not timed): {err}")
                 else:
                     report.loud(f"peer refused (wrong answer or error; not timed): {err}")
+            rec["check_error_over_tol"] = {k: v for k, v in case.margins.items() if v == v and v != float("inf")}
             if rec["status"] != "ok":
                 return rec
             for c in ok:
