@@ -142,16 +142,16 @@ FASTNN_BINDINGS(optim) {
         a.exp_avg_sqs = m2.ptrs.data();
         a.max_exp_avg_sqs = amsgrad ? mx.ptrs.data() : nullptr;
         a.numels = numels.data();
-        a.lr = static_cast<float>(lr);
-        a.beta1 = static_cast<float>(beta1);
-        a.beta2 = static_cast<float>(beta2);
-        a.eps = static_cast<float>(eps);
-        a.weight_decay = static_cast<float>(weight_decay);
+        a.lr = lr;
+        a.beta1 = beta1;
+        a.beta2 = beta2;
+        a.eps = eps;
+        a.weight_decay = weight_decay;
         // bias corrections in double, as torch computes them in Python floats
         const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
         const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-        a.step_size = static_cast<float>(lr / bc1);
-        a.bias_correction2_sqrt = static_cast<float>(std::sqrt(bc2));
+        a.step_size = lr / bc1;
+        a.bias_correction2_sqrt = std::sqrt(bc2);
         a.decoupled = decoupled;
         a.maximize = maximize;
         a.amsgrad = amsgrad;
@@ -197,10 +197,10 @@ FASTNN_BINDINGS(optim) {
         a.grads = gp.data();
         a.momentum_buffers = momentum != 0.0 ? b.ptrs.data() : nullptr;
         a.numels = numels.data();
-        a.lr = static_cast<float>(lr);
-        a.momentum = static_cast<float>(momentum);
-        a.dampening = static_cast<float>(dampening);
-        a.weight_decay = static_cast<float>(weight_decay);
+        a.lr = lr;
+        a.momentum = momentum;
+        a.dampening = dampening;
+        a.weight_decay = weight_decay;
         a.nesterov = nesterov;
         a.maximize = maximize;
         a.first_step = first_step;

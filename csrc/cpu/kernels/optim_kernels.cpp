@@ -72,19 +72,19 @@ static void adam_span(const fastnn::AdamArgs& a, int64_t t, int64_t b, int64_t e
   // maximize folds into the sign of the divisor (exact: -(g/s) == g/(-s)) or a multiply by -1
   const VF sgn = vset(a.maximize ? -1.0f : 1.0f);
   const VF gs = vset(a.maximize ? -a.grad_scale : a.grad_scale);
-  const VF wd = vset(a.weight_decay);
-  const VF decay = vset(static_cast<float>(1.0 - static_cast<double>(a.lr) * a.weight_decay));
-  const VF c1 = vset(static_cast<float>(1.0 - static_cast<double>(a.beta1)));
-  const VF b2 = vset(a.beta2);
-  const VF c2 = vset(static_cast<float>(1.0 - static_cast<double>(a.beta2)));
-  const VF bc2 = vset(a.bias_correction2_sqrt);
-  const VF eps = vset(a.eps);
-  const VF nstep = vset(-a.step_size);
+  const VF wd = vset(static_cast<float>(a.weight_decay));
+  const VF decay = vset(static_cast<float>(1.0 - a.lr * a.weight_decay));
+  const VF c1 = vset(static_cast<float>(1.0 - a.beta1));
+  const VF b2 = vset(static_cast<float>(a.beta2));
+  const VF c2 = vset(static_cast<float>(1.0 - a.beta2));
+  const VF bc2 = vset(static_cast<float>(a.bias_correction2_sqrt));
+  const VF eps = vset(static_cast<float>(a.eps));
+  const VF nstep = vset(static_cast<float>(-a.step_size));
   vloop(b, e, [&](int64_t i, auto io) {
     VF gv = io.ld(g + i);
     VF pv = io.ld(p + i);
     gv = kScale ? vdiv(gv, gs) : vmul(gv, sgn);
-    if (kL2) gv = vadd(gv, vmul(wd, pv));
+    if (kL2) gv = vfma(wd, pv, gv);
     if (kDecoupled) pv = vmul(pv, decay);
     VF mv = io.ld(m + i);
     mv = vfma(c1, vsub(gv, mv), mv);
@@ -105,7 +105,7 @@ static void adam_span(const fastnn::AdamArgs& a, int64_t t, int64_t b, int64_t e
 
 template <bool kAmsgrad, bool kScale>
 static void adam_dispatch_wd(const fastnn::AdamArgs& a, const int64_t* prefix) {
-  const bool wd = a.weight_decay != 0.0f;
+  const bool wd = a.weight_decay != 0.0;
   auto go = [&](auto fn) { for_each_chunk(a.num_tensors, prefix, [&](int64_t t, int64_t b, int64_t e) { fn(a, t, b, e); }); };
   if (wd && a.decoupled) go(adam_span<kAmsgrad, kScale, false, true>);
   else if (wd) go(adam_span<kAmsgrad, kScale, true, false>);
@@ -164,11 +164,11 @@ void adam(const fastnn::AdamArgs& a, const int64_t* prefix) {
 // ---------------------------------------------------------------------------------------
 void sgd(const fastnn::SgdArgs& a, const int64_t* prefix) {
   const VF sgn = vset(a.maximize ? -1.0f : 1.0f);
-  const VF wd = vset(a.weight_decay);
-  const VF mom = vset(a.momentum);
-  const VF damp = vset(static_cast<float>(1.0 - static_cast<double>(a.dampening)));
-  const VF nlr = vset(-a.lr);
-  const bool has_wd = a.weight_decay != 0.0f, has_mom = a.momentum != 0.0f;
+  const VF wd = vset(static_cast<float>(a.weight_decay));
+  const VF mom = vset(static_cast<float>(a.momentum));
+  const VF damp = vset(static_cast<float>(1.0 - a.dampening));
+  const VF nlr = vset(static_cast<float>(-a.lr));
+  const bool has_wd = a.weight_decay != 0.0, has_mom = a.momentum != 0.0;
   for_each_chunk(a.num_tensors, prefix, [&](int64_t t, int64_t b, int64_t e) {
     float* __restrict p = a.params[t];
     const float* __restrict g = a.grads[t];
@@ -176,7 +176,7 @@ void sgd(const fastnn::SgdArgs& a, const int64_t* prefix) {
     vloop(b, e, [&](int64_t i, auto io) {
       VF pv = io.ld(p + i);
       VF gv = vmul(io.ld(g + i), sgn);
-      if (has_wd) gv = vadd(gv, vmul(wd, pv));
+      if (has_wd) gv = vfma(wd, pv, gv);
       if (has_mom) {
         VF bv = a.first_step ? gv : vfma(damp, gv, vmul(io.ld(buf + i), mom));
         io.st(buf + i, bv);

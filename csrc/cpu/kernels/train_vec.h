@@ -167,8 +167,9 @@ static inline VF vadd(VF a, VF b) { return a + b; }
 static inline VF vsub(VF a, VF b) { return a - b; }
 static inline VF vmul(VF a, VF b) { return a * b; }
 static inline VF vdiv(VF a, VF b) { return a / b; }
-static inline VF vfma(VF a, VF b, VF c) { return a * b + c; }
-static inline VF vfnma(VF a, VF b, VF c) { return c - a * b; }
+// fused like the vector levels, so every level rounds alike (libm's fmaf uses the FMA unit via ifunc)
+static inline VF vfma(VF a, VF b, VF c) { return std::fma(a, b, c); }
+static inline VF vfnma(VF a, VF b, VF c) { return std::fma(-a, b, c); }
 static inline VF vmax(VF a, VF b) { return a > b ? a : b; }  // like maxps: b when unordered
 static inline VF vmin(VF a, VF b) { return a < b ? a : b; }
 static inline VF vsqrt(VF a) { return std::sqrt(a); }

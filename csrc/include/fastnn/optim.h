@@ -29,9 +29,11 @@ struct AdamArgs {
   float* const* exp_avg_sqs = nullptr;
   float* const* max_exp_avg_sqs = nullptr;  // amsgrad only
   const int64_t* numels = nullptr;
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  float step_size = 0.0f;              // lr / (1 - beta1^step), computed in double
-  float bias_correction2_sqrt = 1.0f;  // sqrt(1 - beta2^step), computed in double
+  // Hyperparameters in double: the derived factors (1 - beta1, 1 - beta2, 1 - lr * wd) are
+  // formed in double and rounded once to float, as torch does with its Python-float scalars.
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  double step_size = 0.0;              // lr / (1 - beta1^step), computed in double
+  double bias_correction2_sqrt = 1.0;  // sqrt(1 - beta2^step), computed in double
   bool decoupled = false, maximize = false, amsgrad = false;
   float grad_scale = 1.0f;             // grads are divided by it (1 = none)
   float* found_inf = nullptr;          // optional, see above
@@ -49,7 +51,7 @@ struct SgdArgs {
   const float* const* grads = nullptr;
   float* const* momentum_buffers = nullptr;  // momentum != 0 only
   const int64_t* numels = nullptr;
-  float lr = 0.0f, momentum = 0.0f, dampening = 0.0f, weight_decay = 0.0f;
+  double lr = 0.0, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;  // see AdamArgs
   bool nesterov = false, maximize = false, first_step = false;
 };
 
