@@ -55,38 +55,6 @@ inline void valid_cols(int64_t wi0, int64_t sw, int64_t W, int64_t len, int64_t*
   *tlo = lo, *thi = hi;
 }
 
-// dst[t*DS] = col(k, p0 + t), t < np. xg: the group's first input channel of the image.
-template <int64_t DS>
-void gather_row(const ColGeo& g, const float* xg, int64_t k, int64_t p0, int64_t np, float* dst) {
-  const int64_t c = k / g.khw, rs = k % g.khw, r = rs / g.kw, s = rs % g.kw;
-  const float* xc = xg + c * g.H * g.W;
-  int64_t ho = p0 / g.Wo, wo = p0 % g.Wo;
-  for (int64_t j = 0; j < np;) {
-    const int64_t len = std::min(np - j, g.Wo - wo);
-    const int64_t hi = ho * g.sh - g.ph + r * g.dh;
-    float* d = dst + j * DS;
-    if (hi < 0 || hi >= g.H) {
-      for (int64_t t = 0; t < len; ++t) d[t * DS] = 0.0f;
-    } else {
-      const float* xr = xc + hi * g.W;
-      const int64_t wi0 = wo * g.sw - g.pw + s * g.dw;
-      int64_t tlo, thi;
-      valid_cols(wi0, g.sw, g.W, len, &tlo, &thi);
-      for (int64_t t = 0; t < tlo; ++t) d[t * DS] = 0.0f;
-      if (g.sw == 1) {
-        const float* src = xr + wi0;
-        for (int64_t t = tlo; t < thi; ++t) d[t * DS] = src[t];
-      } else {
-        for (int64_t t = tlo; t < thi; ++t) d[t * DS] = xr[wi0 + t * g.sw];
-      }
-      for (int64_t t = thi; t < len; ++t) d[t * DS] = 0.0f;
-    }
-    j += len;
-    wo = 0;
-    ++ho;
-  }
-}
-
 // dxg(col2im of row k over pixels p0 .. p0+np) += src[t].
 void scatter_row(const ColGeo& g, float* dxg, int64_t k, int64_t p0, int64_t np, const float* src) {
   const int64_t c = k / g.khw, rs = k % g.khw, r = rs / g.kw, s = rs % g.kw;
@@ -115,26 +83,154 @@ void scatter_row(const ColGeo& g, float* dxg, int64_t k, int64_t p0, int64_t np,
 }
 
 // Forward B block: col(k0 .. k0+kc, p0 .. p0+nb) as ceil(nb/NR) panels of kc x NR.
-void pack_col_block(const ColGeo& g, const float* xg, int64_t k0, int64_t kc, int64_t p0, int64_t nb, float* bp) {
+// For one panel (NR pixels) the positions a tap (r, s) reads are the same for every input
+// channel, so they are worked out once per panel and tap as "runs" (pixels j .. j+n read
+// xc[src + t*sw]); the per-row work is then a zero fill of NR floats plus a few short
+// copies, with no divisions or bounds tests.
+struct Run {
+  int64_t src;  // offset in the channel plane of the run's first element
+  int32_t j, n; // panel column and length
+};
+
+#if FASTNN_ISA_LEVEL == 2
+inline void copy_run(float* d, const float* s, int64_t n) {
+  for (; n >= 16; n -= 16, d += 16, s += 16) _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+  if (n > 0) {
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, s));  // masked lanes never fault
+  }
+}
+#else
+inline void copy_run(float* d, const float* s, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) d[t] = s[t];
+}
+#endif
+
+// Runs of every tap for the pixels p0 .. p0+nv; tap_begin[tap] .. tap_begin[tap+1] index `runs`.
+void build_runs(const ColGeo& g, int64_t p0, int64_t nv, Run* runs, int64_t* tap_begin) {
+  int64_t nr = 0;
+  for (int64_t tap = 0; tap < g.khw; ++tap) {
+    tap_begin[tap] = nr;
+    const int64_t r = tap / g.kw, s = tap % g.kw;
+    int64_t ho = p0 / g.Wo, wo = p0 % g.Wo;
+    for (int64_t j = 0; j < nv;) {
+      const int64_t len = std::min(nv - j, g.Wo - wo);
+      const int64_t hi = ho * g.sh - g.ph + r * g.dh;
+      if (hi >= 0 && hi < g.H) {
+        const int64_t wi0 = wo * g.sw - g.pw + s * g.dw;
+        int64_t tlo, thi;
+        valid_cols(wi0, g.sw, g.W, len, &tlo, &thi);
+        if (thi > tlo)
+          runs[nr++] = Run{hi * g.W + wi0 + tlo * g.sw, static_cast<int32_t>(j + tlo), static_cast<int32_t>(thi - tlo)};
+      }
+      j += len;
+      wo = 0;
+      ++ho;
+    }
+  }
+  tap_begin[g.khw] = nr;
+}
+
+int64_t max_runs(const ColGeo& g, int64_t np) { return g.khw * (std::min<int64_t>(np, cdiv(np, g.Wo) + 1) + 1); }
+
+void pack_col_block(const ColGeo& g, const float* xg, int64_t k0, int64_t kc, int64_t p0, int64_t nb, float* bp,
+                    Run* runs, int64_t* tap_begin) {
+  const int64_t HW = g.H * g.W;
   for (int64_t q = 0; q * NR < nb; ++q) {
     const int64_t nv = std::min(NR, nb - q * NR);
+    build_runs(g, p0 + q * NR, nv, runs, tap_begin);
     float* panel = bp + q * kc * NR;
+    int64_t c = k0 / g.khw, tap = k0 % g.khw;
     for (int64_t kk = 0; kk < kc; ++kk) {
       float* d = panel + kk * NR;
-      gather_row<1>(g, xg, k0 + kk, p0 + q * NR, nv, d);
-      for (int64_t j = nv; j < NR; ++j) d[j] = 0.0f;
+      for (int64_t j = 0; j < NR; ++j) d[j] = 0.0f;
+      const float* xc = xg + c * HW;
+      const int64_t e = tap_begin[tap + 1];
+      if (g.sw == 1) {
+        for (int64_t u = tap_begin[tap]; u < e; ++u) copy_run(d + runs[u].j, xc + runs[u].src, runs[u].n);
+      } else {
+        for (int64_t u = tap_begin[tap]; u < e; ++u) {
+          const float* src = xc + runs[u].src;
+          float* dd = d + runs[u].j;
+          for (int64_t t = 0; t < runs[u].n; ++t) dd[t] = src[t * g.sw];
+        }
+      }
+      if (++tap == g.khw) tap = 0, ++c;
     }
   }
 }
 
-// dW B block: B(p, j) = col(k0 + j, p0 + p), p < kc pixels, j < nb rows of col.
-void pack_colT_block(const ColGeo& g, const float* xg, int64_t p0, int64_t kc, int64_t k0, int64_t nb, float* bp) {
+// Applies the runs of one tap to one channel: d[0 .. np) = col row (zeros where padded).
+inline void apply_runs(const ColGeo& g, const float* xc, const Run* runs, int64_t b, int64_t e, int64_t np, float* d) {
+  for (int64_t j = 0; j < np; ++j) d[j] = 0.0f;
+  if (g.sw == 1) {
+    for (int64_t u = b; u < e; ++u) copy_run(d + runs[u].j, xc + runs[u].src, runs[u].n);
+  } else {
+    for (int64_t u = b; u < e; ++u) {
+      const float* src = xc + runs[u].src;
+      float* dd = d + runs[u].j;
+      for (int64_t t = 0; t < runs[u].n; ++t) dd[t] = src[t * g.sw];
+    }
+  }
+}
+
+#if FASTNN_ISA_LEVEL >= 1
+// dst[i*ds + j] = src[j*ss + i], 8 x 8 (unpack / shuffle / lane permute).
+inline void transpose8x8(const float* src, int64_t ss, float* dst, int64_t ds) {
+  const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss), r2 = _mm256_loadu_ps(src + 2 * ss),
+               r3 = _mm256_loadu_ps(src + 3 * ss), r4 = _mm256_loadu_ps(src + 4 * ss),
+               r5 = _mm256_loadu_ps(src + 5 * ss), r6 = _mm256_loadu_ps(src + 6 * ss),
+               r7 = _mm256_loadu_ps(src + 7 * ss);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+               s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+               s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+               s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+               s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)),
+               s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+               s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)),
+               s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+  _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(s1, s5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(s2, s6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(s3, s7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(s0, s4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(s1, s5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(s2, s6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
+#endif
+
+// panel[p*NR + j] = t[j*ts + p], p < kc, j < NR.
+void transpose_to_panel(const float* t, int64_t ts, int64_t kc, float* panel) {
+  int64_t p = 0;
+#if FASTNN_ISA_LEVEL >= 1
+  for (; p + 8 <= kc; p += 8)
+    for (int64_t j = 0; j < NR; j += 8) transpose8x8(t + j * ts + p, ts, panel + p * NR + j, NR);
+#endif
+  for (; p < kc; ++p)
+    for (int64_t j = 0; j < NR; ++j) panel[p * NR + j] = t[j * ts + p];
+}
+
+// dW B block: B(p, j) = col(k0 + j, p0 + p), p < kc pixels, j < nb rows of col. Each
+// col row is gathered contiguously into `tmp` (NR rows of ts >= kc floats) with the
+// pixel runs of its tap (built once per pixel chunk by the caller), then NR rows at a
+// time are transposed into the k-major panel.
+void pack_colT_block(const ColGeo& g, const float* xg, int64_t kc, int64_t k0, int64_t nb, float* bp,
+                     const Run* runs, const int64_t* tap_begin, float* tmp, int64_t ts) {
+  const int64_t HW = g.H * g.W;
+  int64_t c = k0 / g.khw, tap = k0 % g.khw;
   for (int64_t q = 0; q * NR < nb; ++q) {
     const int64_t nv = std::min(NR, nb - q * NR);
-    float* panel = bp + q * kc * NR;
-    for (int64_t j = 0; j < nv; ++j) gather_row<NR>(g, xg, k0 + q * NR + j, p0, kc, panel + j);
+    for (int64_t j = 0; j < nv; ++j) {
+      apply_runs(g, xg + c * HW, runs, tap_begin[tap], tap_begin[tap + 1], kc, tmp + j * ts);
+      if (++tap == g.khw) tap = 0, ++c;
+    }
     for (int64_t j = nv; j < NR; ++j)
-      for (int64_t p = 0; p < kc; ++p) panel[p * NR + j] = 0.0f;
+      for (int64_t p = 0; p < kc; ++p) tmp[j * ts + p] = 0.0f;
+    transpose_to_panel(tmp, ts, kc, bp + q * kc * NR);
   }
 }
 
@@ -187,6 +283,10 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     Scratch bbuf(kc * nc);
+    Scratch runbuf(max_runs(geo, NR) * static_cast<int64_t>(sizeof(Run) / sizeof(float)) + geo.khw + 1 +
+                   static_cast<int64_t>(sizeof(int64_t) / sizeof(float)) * (geo.khw + 1));
+    Run* runs = reinterpret_cast<Run*>(runbuf.p);
+    int64_t* tap_begin = reinterpret_cast<int64_t*>(runs + max_runs(geo, NR));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       int64_t rem = it;
@@ -203,7 +303,7 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
       for (int64_t pc = 0; pc < K; pc += kc) {
         const int64_t kcb = std::min(kc, K - pc);
         const bool last = pc + kcb >= K;
-        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p);
+        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         const float* ablk = wp.p + g * Mp * K + pc * Mp;
         for (int64_t ir = m0; ir < m1; ir += MR) {
           GemmEpilogue ep;
@@ -247,16 +347,22 @@ void conv2d_backward_weight_igemm(const Conv2dArgs& a) {
     float* mine = acc.p + t * wsize;
     std::memset(mine, 0, static_cast<size_t>(wsize) * 4);
     Scratch abuf(Mp * kc), bbuf(kc * cdiv(ncK, NR) * NR);
+    const int64_t ts = cdiv(kc, 16) * 16, nruns = max_runs(geo, kc);
+    Scratch tmp(NR * ts);
+    Scratch runbuf(nruns * static_cast<int64_t>(sizeof(Run) / sizeof(float)) + 2 * (geo.khw + 1));
+    Run* runs = reinterpret_cast<Run*>(runbuf.p);
+    int64_t* tap_begin = reinterpret_cast<int64_t*>(runs + nruns);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t n = it / npc, p0 = (it % npc) * kc, kcb = std::min(kc, P - p0);
+      build_runs(geo, p0, kcb, runs, tap_begin);
       for (int64_t g = 0; g < G; ++g) {
         const float* xg = a.x + n * xbs + g * Cg * geo.H * geo.W;
         gemm_pack_a(Og, kcb, a.dy + n * ybs + g * Og * P + p0, P, 1, abuf.p);
         float* wg = mine + g * Og * K;
         for (int64_t jc = 0; jc < K; jc += ncK) {
           const int64_t nb = std::min(ncK, K - jc);
-          pack_colT_block(geo, xg, p0, kcb, jc, nb, bbuf.p);
+          pack_colT_block(geo, xg, kcb, jc, nb, bbuf.p, runs, tap_begin, tmp.p, ts);
           GemmEpilogue ep;
           ep.beta = 1.0f;
           for (int64_t ir = 0; ir < Og; ir += MR) {
