@@ -19,6 +19,11 @@ ORDERS = ["forward", "reverse", "random"]
 SELFTEST = r"emu_selftest\.cu:\d+"
 
 
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
 @pytest.fixture(params=ORDERS, autouse=True)
 def order(request):
     before = emu._get_order()

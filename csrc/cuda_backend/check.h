@@ -11,6 +11,9 @@
 
 namespace fastnn::cuda_detail {
 [[noreturn]] inline void throw_cuda_error(cudaError_t e, const char* call, const char* file, int line) {
+  // The failing call also set the runtime's "last error"; it is reported now, so clear
+  // it, or the next launch check would blame its kernel for it.
+  cudaGetLastError();
   throw ::fastnn::Error(::fastnn::detail::concat(call, " failed: ", cudaGetErrorString(e), " (",
                                                  cudaGetErrorName(e), ") at ", file, ":", line));
 }

@@ -134,7 +134,7 @@ void StackPool::reserve(int n) {
   if (n <= count_) return;
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   if (slot_ == 0) {
-    guard_ = page;
+    guard_ = 16 * page;  // address space only: catches frames up to 64 KiB jumping past the stack end
     slot_ = ((stack_bytes_from_env() + page - 1) / page) * page + guard_;
   }
   // Grow to the next power of two of threads so a few launch shapes settle quickly.

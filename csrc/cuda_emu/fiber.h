@@ -2,7 +2,7 @@
 //
 // Each CUDA thread of a block runs as a cooperative fiber on its own stack. Stacks
 // come from one mmap'd pool (reused across launches: fresh pages are expensive on
-// this VM) with a PROT_NONE guard page below each stack, so an overflow faults
+// this VM) with PROT_NONE guard pages (64 KiB) below each stack, so an overflow faults
 // instead of silently corrupting the neighbour's frames (the fault handler in
 // scheduler.cpp turns it into a fastnn::Error). The context switch is a
 // hand-written x86-64 routine (~60 ns: saves callee-saved registers, MXCSR and the

@@ -5,6 +5,7 @@
 
 #include "scheduler.h"
 
+#include <pthread.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -88,6 +89,7 @@ struct Sched {
   // fault handling
   struct sigaction old_segv, old_bus, old_fpe;
   volatile sig_atomic_t in_fiber = 0;
+  pthread_t launch_thread{};  // the OS thread running the launch (faults elsewhere are not ours)
 };
 
 Sched& S() {
@@ -133,13 +135,17 @@ const char* op_name(WarpOp op) {
 
 // ---- faults inside a fiber: turned into errors of that thread -----------------
 thread_local char* t_altstack = nullptr;
+thread_local bool t_in_launch = false;  // this OS thread is running a launch (kernels launching kernels)
 
 void fault_handler(int sig, siginfo_t* info, void* uctx) {
   Sched& s = S();
-  if (s.in_fiber && s.cur) {
+  if (s.in_fiber && s.cur && pthread_equal(pthread_self(), s.launch_thread)) {
     ThreadState* t = s.cur;
     int which = -1;
-    if (sig != SIGFPE && s.stacks.in_guard(info->si_addr, &which)) {
+    const char* lo = static_cast<const char*>(s.stacks.stack_lo(t->linear));
+    const char* addr = static_cast<const char*>(info->si_addr);
+    const bool below_own_stack = addr < lo + 4096 && addr + (1 << 20) >= lo;  // frames may skip the guard
+    if (sig != SIGFPE && (s.stacks.in_guard(info->si_addr, &which) || below_own_stack)) {
       t->error = "stack overflow of the emulated thread's fiber (raise FASTNN_EMU_STACK_KIB)";
     } else if (sig == SIGFPE) {
       t->error = "arithmetic trap (integer division by zero?) — a real GPU returns an unspecified value";
@@ -443,13 +449,14 @@ uint64_t launches_run() { return S().launches.load(); }
 
 void run_grid(const LaunchSpec& spec, KernelThunk thunk, void* closure) {
   Sched& s = S();
-  if (s.in_launch && s.cur)
+  if (t_in_launch)
     fail(detail::concat("kernel launch from inside a kernel (", spec.file, ":", spec.line,
                         "): dynamic parallelism is not emulated"));
   std::lock_guard<std::mutex> lock(s.launch_mutex);
   struct Guard {
     Sched& s;
     ~Guard() {
+      t_in_launch = false;
       s.in_launch = false;
       s.cur = nullptr;
       s.in_fiber = 0;
@@ -457,7 +464,9 @@ void run_grid(const LaunchSpec& spec, KernelThunk thunk, void* closure) {
       end_launch_shared_memory();
     }
   } guard{s};
+  t_in_launch = true;
   s.in_launch = true;
+  s.launch_thread = pthread_self();
   s.launches.fetch_add(1);
   const int nthreads = static_cast<int>(spec.block.x * spec.block.y * spec.block.z);
   s.stacks.reserve(nthreads);
