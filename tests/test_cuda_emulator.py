@@ -357,3 +357,39 @@ def test_gemm_baseline(m, n, k, trans_a, trans_b, rng):
     tol = 2 * (k + 2) * np.finfo(np.float32).eps * (0.5 * np.abs(A) @ np.abs(B) + 2 * np.abs(c))
     assert got.shape == (m, n)
     assert (np.abs(got - ref) <= tol + 1e-30).all()
+
+
+# ---- process-level behaviour ----------------------------------------------------------------------
+
+def test_concurrent_launches_are_serialised():
+    # Hooks release the GIL: launches from two OS threads must queue on the emulator's mutex.
+    import threading
+    errors = []
+
+    def work():
+        try:
+            for _ in range(10):
+                out = np.array(st.shift(256, True))
+                assert out[0] == -1.0 and np.array_equal(out[1:], np.arange(255.0))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_order_from_environment(order):
+    # One subprocess (importing fastnn is slow on this VM): the order fixture is irrelevant here.
+    if order != "forward":
+        pytest.skip("checked once")
+    import os
+    import subprocess
+    import sys
+    code = "import fastnn._cuda_emu as e; print(*e._get_order())"
+    env = dict(os.environ, FASTNN_EMU_ORDER="random", FASTNN_EMU_SEED="77")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["random", "77"]
