@@ -147,11 +147,13 @@ def main():
                 for key, fn in f.items():
                     ts[key].append(median_time(fn, 1))
             med = {key: float(np.median(v)) for key, v in ts.items()}
+            mins = {key: float(np.min(v)) for key, v in ts.items()}
             tb = best.get(name, (float("nan"), float("nan")))[pi]
             fl = flops(C, O, H, W, k, pad) * (3 if pas == "fwd+bwd" else 1)
             print(f"{name:20s} {pas:7s} {med['fastnn']*1e3:9.2f} {fl/med['fastnn']/1e9:6.1f} {med['numpy']*1e3:9.2f} "
                   f"{med['torch']*1e3:9.2f} {tb*1e3:8.2f} {med['numpy']/med['fastnn']:7.2f} "
-                  f"{med['torch']/med['fastnn']:7.2f} {tb/med['fastnn']:7.2f}", flush=True)
+                  f"{med['torch']/med['fastnn']:7.2f} {tb/med['fastnn']:7.2f}   (min-based: x numpy "
+                  f"{mins['numpy']/mins['fastnn']:.2f}, x torch {mins['torch']/mins['fastnn']:.2f})", flush=True)
 
 
 if __name__ == "__main__":
