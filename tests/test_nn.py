@@ -320,3 +320,25 @@ def test_layer_argument_errors():
         nn.Linear(3, 2)(fnn.tensor(np.zeros((2, 4), np.float32)))
     with pytest.raises(ValueError, match="p"):
         nn.Dropout(1.5)
+
+
+def test_training_step_on_device(device, rng):
+    """Module.to(device) + forward/backward give the CPU gradients on every device (the CUDA
+    emulator when no GPU is visible). (The fused optimizer kernels are CPU-only so far.)"""
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 6)
+    fnn.manual_seed(0)
+    models, init_state = [], None
+    for dev in ("cpu", device):
+        m = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 3))
+        if init_state is None:
+            init_state = {k: v.clone() for k, v in m.state_dict().items()}
+        m.load_state_dict(init_state)
+        m.to(dev)
+        assert all(str(p.device).startswith(dev) for p in m.parameters())
+        loss = F.cross_entropy(m(fnn.tensor(x).to(dev)), fnn.tensor(y).to(dev))
+        loss.backward()
+        models.append(m)
+    for (n, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert str(b.grad.device).startswith(device)
+        assert_close(b.grad.cpu().numpy(), a.grad.numpy(), tol(8, 4.0), what=n)
