@@ -29,7 +29,7 @@ ACTS = [None, "relu", "gelu", "gelu_tanh", "sigmoid", "tanh"]
 def _erf(x):
     from math import erf
 
-    return np.vectorize(erf)(x)
+    return np.vectorize(erf, otypes=[np.float64])(x)
 
 
 def act_ref(x, act):
@@ -122,8 +122,9 @@ def test_gemm_sizes(simd_level, threads, m, k, n, rng):
 @pytest.mark.parametrize("alpha,beta,with_c", [(1.0, 0.0, False), (-0.75, 0.0, True), (1.0, 1.0, True),
                                                (2.0, -0.5, True), (0.0, 0.3, True)])
 def test_gemm_epilogue(simd_level, activation, alpha, beta, with_c, rng):
-    # 2.5 k blocks: bias and activation must be applied exactly once, on the last one.
-    run_case(rng, 37, 1000, 45, alpha=alpha, beta=beta, with_c=with_c, with_bias=True, activation=activation)
+    # k = 1500: several k blocks of the packed path (k > 1024 avoids the unpacked small-problem
+    # path): bias and activation must be applied exactly once, on the last one.
+    run_case(rng, 37, 1500, 45, alpha=alpha, beta=beta, with_c=with_c, with_bias=True, activation=activation)
     run_case(rng, 3, 17, 9, alpha=alpha, beta=beta, with_c=with_c, with_bias=False, activation=activation)
 
 
@@ -143,10 +144,13 @@ def test_gemm_large_k(simd_level, rng):
 
 
 def test_gemm_blocks_and_threads(threads, rng):
-    # More than one nc block (N > nc), several k blocks, the M-split thread path (small N).
+    # More than one nc block (N > nc), several k blocks, the M-split thread path (small N),
+    # for the packed path (large m*n*k) and the unpacked small-problem path.
     run_case(rng, 150, 900, 1400, with_bias=True, activation="tanh")
+    run_case(rng, 1300, 1100, 10, with_bias=True, beta=1.0, with_c=True)
     run_case(rng, 500, 300, 10, with_bias=True, beta=1.0, with_c=True)
     run_case(rng, 3, 200, 3000, trans_a=True, trans_b=True)
+    run_case(rng, 100, 90, 80, trans_a=True, trans_b=True, with_bias=True)
 
 
 @pytest.mark.parametrize("m,k,n", [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)])
@@ -355,7 +359,7 @@ def test_errors(rng):
     with pytest.raises(ValueError, match=r"matmul: cannot broadcast.*\(2, 4, 5\).*\(3, 5, 6\)"):
         matmul(rand(rng, 2, 4, 5), rand(rng, 3, 5, 6))
     with pytest.raises(ValueError, match=r"matmul: argument 'a': expected at least 1-D float32, got 0-D"):
-        matmul(np.float32(1.0), b)
+        matmul(np.array(1.0, np.float32), b)
     with pytest.raises(ValueError, match=r"linear: argument 'weight': inner dimensions"):
         linear(rand(rng, 3, 4), rand(rng, 5, 3))
     with pytest.raises(ValueError, match=r"linear: argument 'bias': expected length 5"):

@@ -88,6 +88,61 @@ struct Buffers {
   Buffers& operator=(const Buffers&) = delete;
 };
 
+// Small problems (AVX-512): no packing of A (read in place through its strides) and
+// none of B either when its columns are unit-stride; otherwise B is packed whole once.
+// Packing costs O(mk + kn) memory passes that only pay off when reused over large m, n.
+bool use_direct(const GemmArgs& g, int64_t k) {
+  if (!kGemmHasDirect || k == 0 || k > 1024) return false;
+  return static_cast<double>(g.m) * g.n * k <= 8.0 * (1 << 20);
+}
+
+void gemm_direct(const GemmArgs& g, int nt) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const float* b = g.b;
+  int64_t ldb = g.b_rs;
+  float* packed = nullptr;
+  const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
+  if (g.b_cs != 1) {
+    packed = static_cast<float*>(cpu_allocator::allocate(n_panels * kGemmNR * k * sizeof(float)));
+    gemm_pack_b(k, n, g.b, g.b_rs, g.b_cs, packed);
+  }
+  const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
+  auto body = [&](int tid) {
+    int64_t j0 = 0, j1 = n_panels, i0 = 0, i1 = m_panels;
+    if (split_n)
+      split_range(n_panels, nt, tid, 1, &j0, &j1);
+    else
+      split_range(m_panels, nt, tid, 1, &i0, &i1);
+    GemmEpilogue ep;
+    ep.alpha = g.alpha;
+    ep.beta = g.beta;
+    ep.act = g.activation;
+    for (int64_t ir = i0; ir < i1; ++ir) {
+      const int64_t r0 = ir * kGemmMR;
+      ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
+      for (int64_t jr = j0; jr < j1; ++jr) {
+        const int64_t c0 = jr * kGemmNR;
+        ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
+        const float* bp = packed ? packed + jr * kGemmNR * k : b + c0;
+        gemm_microkernel_direct(k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, bp, packed ? kGemmNR : ldb,
+                                g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs, g.c_cs,
+                                std::min<int64_t>(kGemmMR, m - r0), std::min<int64_t>(kGemmNR, n - c0), ep);
+      }
+    }
+  };
+  if (nt == 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nt)
+    body(omp_get_thread_num());
+  }
+  cpu_allocator::release(packed);
+#else
+  (void)g, (void)nt;
+#endif
+}
+
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
 // ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
 void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
@@ -95,6 +150,10 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
   const int64_t nk = std::max<int64_t>(1, cdiv(k, blk.kc));
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
+  if (use_direct(g, k)) {
+    gemm_direct(g, nt);
+    return;
+  }
 
   // Split along N unless that leaves the threads clearly less balanced than along M.
   const int64_t n_units = cdiv(n, kGemmNR), m_units = cdiv(std::min(m, blk.mc), kGemmMR);

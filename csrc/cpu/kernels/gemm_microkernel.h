@@ -79,6 +79,19 @@ struct GemmEpilogue {
 void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs,
                       int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
 
+// Unpacked variant, for small problems where packing would cost more than it saves
+// (AVX-512 level only: kGemmHasDirect). Same tile and epilogue semantics, but
+// A(i, p) = a[i*a_rs + p*a_cs] (any strides) and B row p = b + p*ldb with unit column
+// stride; only the n_valid columns of B are read (masked loads).
+#if FASTNN_ISA_LEVEL == 2
+constexpr bool kGemmHasDirect = true;
+void gemm_microkernel_direct(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb,
+                             float* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
+                             const GemmEpilogue& ep);
+#else
+constexpr bool kGemmHasDirect = false;
+#endif
+
 // Packing (gemm_pack.cpp). Element (i, p) of A is a[i*rs + p*cs]; element (p, j) of B is
 // b[p*rs + j*cs]; any strides (negative, zero). Unit-stride fast paths. `out` holds
 // ceil(mc/MR)*MR*kc (resp. ceil(nc/NR)*NR*kc) floats.

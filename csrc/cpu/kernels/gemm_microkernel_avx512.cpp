@@ -19,9 +19,12 @@ static_assert(kGemmMR == 12 && kGemmNR == 32, "avx512 microkernel is written for
 
 namespace {
 
-template <int ROWS, int NV>
-void micro_tile(int64_t kc, const float* __restrict ap, const float* __restrict bp, float* c,
-                int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+// DIRECT = false: packed panels (A column p at ap + p*MR, B row p at bp + p*NR).
+// DIRECT = true: unpacked operands, A(i, p) at ap[i*a_rs + p*a_cs], B row p at bp + p*ldb
+// with unit column stride; B loads are masked to n_valid so nothing past the matrix is read.
+template <int ROWS, int NV, bool DIRECT>
+void micro_tile_impl(int64_t kc, const float* __restrict ap, int64_t a_rs, int64_t a_cs, const float* __restrict bp,
+                     int64_t ldb, float* c, int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
   __m512 acc[ROWS][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < ROWS; ++i)
@@ -33,19 +36,42 @@ void micro_tile(int64_t kc, const float* __restrict ap, const float* __restrict 
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * c_rs), _MM_HINT_T0);
   }
 
+  if constexpr (!DIRECT) {
 #pragma GCC unroll 4
-  for (int64_t p = 0; p < kc; ++p) {
-    __m512 b[NV];
+    for (int64_t p = 0; p < kc; ++p) {
+      __m512 b[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + 16 * v);
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + 16 * v);
 #pragma GCC unroll 12
-    for (int i = 0; i < ROWS; ++i) {
-      const __m512 a = _mm512_set1_ps(ap[i]);
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 a = _mm512_set1_ps(ap[i]);
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+      }
+      ap += kGemmMR;
+      bp += kGemmNR;
     }
-    ap += kGemmMR;
-    bp += kGemmNR;
+  } else {
+    __mmask16 lm[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const int64_t rem = n_valid - 16 * v;
+      lm[v] = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1u);
+    }
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; ++p) {
+      __m512 b[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(lm[v], bp + 16 * v);
+      const float* a_col = ap + p * a_cs;
+#pragma GCC unroll 12
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 a = _mm512_set1_ps(a_col[i * a_rs]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+      }
+      bp += ldb;
+    }
   }
 
   if (c_cs == 1) {
@@ -76,13 +102,32 @@ void micro_tile(int64_t kc, const float* __restrict ap, const float* __restrict 
   }
 }
 
+template <int ROWS, int NV>
+void micro_tile(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs, int64_t n_valid,
+                const GemmEpilogue& ep) {
+  micro_tile_impl<ROWS, NV, false>(kc, ap, 1, kGemmMR, bp, kGemmNR, c, c_rs, c_cs, n_valid, ep);
+}
+
+template <int ROWS, int NV>
+void micro_tile_direct(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb, float* c,
+                       int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+  micro_tile_impl<ROWS, NV, true>(kc, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, n_valid, ep);
+}
+
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t,
                         const GemmEpilogue&);
+using DirectFn = void (*)(int64_t, const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+                          int64_t, const GemmEpilogue&);
 
 template <int NV>
 constexpr TileFn kTiles[12] = {micro_tile<1, NV>, micro_tile<2, NV>, micro_tile<3, NV>,  micro_tile<4, NV>,
                                micro_tile<5, NV>, micro_tile<6, NV>, micro_tile<7, NV>,  micro_tile<8, NV>,
                                micro_tile<9, NV>, micro_tile<10, NV>, micro_tile<11, NV>, micro_tile<12, NV>};
+template <int NV>
+constexpr DirectFn kDirect[12] = {
+    micro_tile_direct<1, NV>, micro_tile_direct<2, NV>, micro_tile_direct<3, NV>,  micro_tile_direct<4, NV>,
+    micro_tile_direct<5, NV>, micro_tile_direct<6, NV>, micro_tile_direct<7, NV>,  micro_tile_direct<8, NV>,
+    micro_tile_direct<9, NV>, micro_tile_direct<10, NV>, micro_tile_direct<11, NV>, micro_tile_direct<12, NV>};
 
 }  // namespace
 
@@ -93,6 +138,16 @@ void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, in
     kTiles<2>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
   else
     kTiles<1>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+}
+
+void gemm_microkernel_direct(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb,
+                             float* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
+                             const GemmEpilogue& ep) {
+  if (m_valid <= 0 || n_valid <= 0) return;
+  if (n_valid > 16)
+    kDirect<2>[m_valid - 1](kc, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, n_valid, ep);
+  else
+    kDirect<1>[m_valid - 1](kc, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, n_valid, ep);
 }
 
 #endif  // FASTNN_ISA_LEVEL == 2

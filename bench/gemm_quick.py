@@ -1,0 +1,107 @@
+"""Quick GEMM measurement (not a test): fastnn vs NumPy in one process, alternating A/B,
+median of repeats. Usage:  PYTHONPATH=build-x/python python bench/gemm_quick.py [--reps N]
+
+Reports GFLOP/s, the fastnn/NumPy speed ratio and, for squares, the fraction of the FMA
+peak measured by bench/fma_peak.c (compiled on the fly with gcc, if available)."""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import fastnn
+from fastnn.ops import gemm, linear
+
+
+def measure_peak(threads):
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
+    with tempfile.TemporaryDirectory() as d:
+        exe = os.path.join(d, "fma_peak")
+        try:
+            subprocess.run(["gcc", "-O2", "-mavx512f", "-fopenmp", src, "-o", exe], check=True,
+                           capture_output=True)
+            out = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    vals = [float(line.split(":")[1].split()[0]) for line in out.splitlines() if "GFLOP" in line]
+    return max(vals) if vals else None
+
+
+def bench(fns, reps, min_time=0.02):
+    """Alternates the functions; returns the median seconds per call of each."""
+    times = [[] for _ in fns]
+    for f in fns:  # warm-up (caches, allocator, thread pool)
+        f()
+        f()
+    inner = []
+    for f in fns:
+        t0 = time.perf_counter()
+        f()
+        dt = time.perf_counter() - t0
+        inner.append(max(1, int(min_time / max(dt, 1e-7))))
+    for _ in range(reps):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(inner[i]):
+                f()
+            times[i].append((time.perf_counter() - t0) / inner[i])
+    return [statistics.median(t) for t in times]
+
+
+def row(name, flops, t_fnn, t_np, peak=None):
+    g_f, g_n = flops / t_fnn / 1e9, flops / t_np / 1e9
+    extra = f"  {100 * g_f / peak:5.1f}% of peak" if peak else ""
+    print(f"{name:38s} fastnn {g_f:7.1f} GF/s  numpy {g_n:7.1f} GF/s  ratio {t_np / t_fnn:5.2f}x{extra}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="skip 4096^3")
+    args = ap.parse_args()
+    fastnn.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    peak = measure_peak(args.threads)
+    print(f"simd {fastnn.get_simd_level()}, threads {args.threads}, FMA peak "
+          f"{peak if peak else float('nan'):.1f} GFLOP/s; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "
+          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}", flush=True)
+
+    def r(*s):
+        return rng.standard_normal(s, dtype=np.float32)
+
+    sizes = [1024, 2048] + ([] if args.quick else [4096])
+    for n in sizes:
+        a, b = r(n, n), r(n, n)
+        reps = args.reps if n < 4096 else max(3, args.reps // 2)
+        t = bench([lambda: gemm(a, b), lambda: a @ b], reps)
+        row(f"square {n}", 2.0 * n**3, *t, peak)
+    for (m, k, n, tb) in [(64, 784, 128, False), (64, 128, 10, False), (256, 4096, 1024, False),
+                          (8192, 512, 512, False), (512, 512, 8192, False), (1024, 1024, 1024, True)]:
+        a = r(m, k)
+        b = r(n, k) if tb else r(k, n)
+        if tb:
+            t = bench([lambda: gemm(a, b, trans_b=True), lambda: a @ b.T], args.reps)
+        else:
+            t = bench([lambda: gemm(a, b), lambda: a @ b], args.reps)
+        row(f"({m},{k},{n}){' trans_b' if tb else ''}", 2.0 * m * k * n, *t)
+    for (m, k, n) in [(64, 784, 128), (512, 1024, 1024), (4096, 1024, 1024)]:
+        x, w, bias = r(m, k), r(n, k), r(n)
+        t = bench([lambda: linear(x, w, bias, activation="relu"), lambda: np.maximum(x @ w.T + bias, 0)],
+                  args.reps)
+        row(f"linear+bias+relu ({m},{k})->{n}", 2.0 * m * k * n, *t)
+    fastnn.set_num_threads(1)
+    a, b = r(1024, 1024), r(1024, 1024)
+    print("1 thread (NumPy still uses its default thread count unless OPENBLAS_NUM_THREADS=1):")
+    t = bench([lambda: gemm(a, b), lambda: a @ b], args.reps)
+    row("square 1024, 1 thread", 2.0 * 1024**3, *t, measure_peak(1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
