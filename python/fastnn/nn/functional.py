@@ -37,9 +37,7 @@ def _expect_ndim(x, nd, op, name="input"):
 
 def linear(x, weight, bias=None):
     """x @ weight.T + bias (weight: (out, in), PyTorch's layout)."""
-    if x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"linear: argument 'weight': expected shape (*, {x.shape[-1]}), got {tuple(weight.shape)}")
-    out = K.linear(x, weight, bias)
+    out = K.linear(x, weight, bias)  # the binding validates shapes and dtypes
     if _needs(x, weight, bias):
         nb = bias is not None and _rg(bias)
         _attach(out, (x, weight, bias), lambda g: K.linear_backward(g, x, weight, nb), "LinearBackward")
