@@ -62,7 +62,7 @@ def build_parser():
                    help="skip the child process that times peers with glibc's malloc keeping freed memory")
     p.add_argument("--probe", action="store_true",
                    help="print this machine's limits (measured once, then cached); alone: only that")
-    p.add_argument("--reprobe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--reprobe", action="store_true", help="re-measure the limits instead of using the cache")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test sizes
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)        # substring filter on case ids
     return p
@@ -380,6 +380,11 @@ def _main(args, argv, fastnn) -> int:
         return 130
     finally:
         run.ui.close()
+    over = [c["id"] for c in run.cases if (c.get("fraction_of_limit") or 0) > 1.05]
+    if over:
+        run.notes.append(f"{len(over)} case(s) ran above the cached limit of this machine (e.g. {over[0]}): the "
+                         "probes were probably measured while the machine was busy; re-measure with "
+                         "`fastnn bench --probe --reprobe`")
     for u in run.unavailable:
         print(f"{u['suite']}: not available in this build ({u['missing']})", file=out)
     for n in run.notes:
