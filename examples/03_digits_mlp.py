@@ -31,6 +31,6 @@ run("digits", x[:1437], y[:1437], x[1437:], y[1437:], 64, 20, 0.97, 3e-3)
 if data.fashion_mnist_available():
     xtr, ytr = data.load_fashion_mnist(split="train", flatten=True)
     xte, yte = data.load_fashion_mnist(split="test", flatten=True)
-    run("fashion-mnist", xtr, ytr, xte, yte, 784, 8, 0.85, 1e-3)
+    run("fashion-mnist", xtr, ytr, xte, yte, 784, 5, 0.85, 1e-3)
 else:
     print("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): skipped")

@@ -64,6 +64,14 @@ def test_linear(rng, simd_level, threads):
     check_module(m, lambda x, w, b: ref_linear(x, w, b), rng.standard_normal((4, 5)), k=5)
 
 
+def test_linear_input_without_grad(rng):
+    """First-layer path: only grad_weight / grad_bias are computed (no grad_input GEMM)."""
+    m = nn.Linear(6, 4)
+    check_module(m, lambda x, w, b: ref_linear(x, w, b), rng.standard_normal((5, 6)), k=6, grad_x=False)
+    m.zero_grad()
+    check_module(m, lambda x, w, b: ref_linear(x, w, b), rng.standard_normal((2, 3, 6)), k=6, grad_x=False)
+
+
 def test_linear_3d_input_no_bias(rng):
     m = nn.Linear(4, 2, bias=False)
     check_module(m, lambda x, w: x @ w.T, rng.standard_normal((2, 3, 4)), k=4)

@@ -40,7 +40,10 @@ def linear(x, weight, bias=None):
     out = K.linear(x, weight, bias)  # the binding validates shapes and dtypes
     if _needs(x, weight, bias):
         nb = bias is not None and _rg(bias)
-        _attach(out, (x, weight, bias), lambda g: K.linear_backward(g, x, weight, nb), "LinearBackward")
+        if x.requires_grad:
+            _attach(out, (x, weight, bias), lambda g: K.linear_backward(g, x, weight, nb), "LinearBackward")
+        else:  # first layer: no grad_input GEMM
+            _attach(out, (x, weight, bias), lambda g: (None,) + K.linear_weight_backward(g, x, nb), "LinearBackward")
     return out
 
 
