@@ -48,6 +48,7 @@ struct ThreadState {
   FiberContext ctx;
   uint3 tid;
   int linear = 0;
+  int slot = -1;  // stack slot, taken at the first resume and returned at exit
   State state = State::ready;
   const char* file = "";
   int line = 0;
@@ -77,6 +78,9 @@ struct Sched {
   std::vector<ThreadState> threads;
   std::vector<WarpState> warps;
   std::vector<ThreadState*> ready;
+  // Free stack slots. A thread takes one when it first runs and returns it when it
+  // exits, so threads that never block (no barriers) reuse one cache-hot stack.
+  std::vector<int> free_slots;
   ThreadState* cur = nullptr;
   KernelThunk thunk = nullptr;
   void* closure = nullptr;
@@ -142,7 +146,7 @@ void fault_handler(int sig, siginfo_t* info, void* uctx) {
   if (s.in_fiber && s.cur && pthread_equal(pthread_self(), s.launch_thread)) {
     ThreadState* t = s.cur;
     int which = -1;
-    const char* lo = static_cast<const char*>(s.stacks.stack_lo(t->linear));
+    const char* lo = static_cast<const char*>(s.stacks.stack_lo(t->slot < 0 ? 0 : t->slot));
     const char* addr = static_cast<const char*>(info->si_addr);
     const bool below_own_stack = addr < lo + 4096 && addr + (1 << 20) >= lo;  // frames may skip the guard
     if (sig != SIGFPE && (s.stacks.in_guard(info->si_addr, &which) || below_own_stack)) {
@@ -226,6 +230,11 @@ void yield_to_scheduler(ThreadState& t) {
 }
 
 void resume(Sched& s, ThreadState& t) {
+  if (t.slot < 0) {
+    t.slot = s.free_slots.back();
+    s.free_slots.pop_back();
+    fiber_init(t.ctx, s.stacks.stack_lo(t.slot), s.stacks.stack_size(), &fiber_main, &t);
+  }
   s.cur = &t;
   threadIdx = t.tid;
   t.state = State::ready;
@@ -375,9 +384,11 @@ void run_block(Sched& s) {
     t.state = State::ready;
     t.pending.clear();
     t.committed = 0;
-    fiber_init(t.ctx, s.stacks.stack_lo(i), s.stacks.stack_size(), &fiber_main, &t);
+    t.slot = -1;
     s.ready.push_back(&t);
   }
+  s.free_slots.clear();
+  for (int i = s.nthreads - 1; i >= 0; --i) s.free_slots.push_back(i);
   poison_shared_memory();
   std::vector<ThreadState*> batch;
   while (true) {
@@ -388,6 +399,7 @@ void run_block(Sched& s) {
       resume(s, *t);
       switch (t->state) {
         case State::done:
+          s.free_slots.push_back(t->slot);
           --s.live;
           ++s.exited;
           s.warps[t->linear / 32].exited |= 1u << (t->linear % 32);
