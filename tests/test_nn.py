@@ -350,3 +350,17 @@ def test_training_step_on_device(device, rng):
     for (n, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         assert str(b.grad.device).startswith(device)
         assert_close(b.grad.cpu().numpy(), a.grad.numpy(), tol(8, 4.0), what=n)
+
+
+def test_cross_entropy_label_smoothing_matches_torch(rng):
+    import torch
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    xt = fnn.tensor(x, requires_grad=True)
+    loss = F.cross_entropy(xt, fnn.tensor(y), label_smoothing=0.1)
+    loss.backward()
+    tx = torch.tensor(x, requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(tx, torch.tensor(y), label_smoothing=0.1)
+    tl.backward()
+    assert_close(loss.numpy(), tl.detach().numpy(), tol(5))
+    assert_close(xt.grad.numpy(), tx.grad.numpy(), tol(5))

@@ -293,7 +293,7 @@ def relu(x):
 
 
 def relu_backward(g, out):
-    return t_(np.where(np_(out) > 0, np_(g), np_(g).dtype.type(0)), _dev(g))
+    return t_(np_(g) * (np_(out) > 0), _dev(g))
 
 
 try:  # exact erf for the fallback GELU (scipy is there whenever scikit-learn is)
@@ -398,18 +398,23 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
         bad = int(y[(y < 0) | (y >= c)][0])
         raise IndexError(f"cross_entropy: argument 'target': expected class indices in [0, {c}), got {bad}")
     s = a - a.max(axis=1, keepdims=True)
-    lse = np.log(np.exp(s).sum(axis=1, keepdims=True))
-    logp = s - lse
-    q = np.zeros_like(a)
-    q[np.arange(n), y] = 1.0
+    e = np.exp(s)
+    se = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
     if label_smoothing:
-        q = q * (1 - label_smoothing) + label_smoothing / c
-    l = -(q * logp).sum(axis=1)
+        logp = s - np.log(se)
+        q = np.full_like(a, label_smoothing / c)
+        q[rows, y] += 1.0 - label_smoothing
+        l = -(q * logp).sum(axis=1)
+        grad = e / se - q
+    else:
+        l = np.log(se[:, 0]) - s[rows, y]
+        grad = e / se
+        grad[rows, y] -= 1.0
     loss, scale = _reduce(l, reduction)
-    grad = np.exp(logp) - q
-    if scale is not None:
-        grad = grad * a.dtype.type(scale)
-    return t_(np.asarray(loss, dtype=a.dtype), _dev(logits)), t_(grad.astype(a.dtype), _dev(logits))
+    if scale is not None and scale != 1.0:
+        grad *= a.dtype.type(scale)
+    return t_(np.asarray(loss, dtype=a.dtype), _dev(logits)), t_(grad.astype(a.dtype, copy=False), _dev(logits))
 
 
 def bce_with_logits(x, y, reduction="mean", pos_weight=None):
