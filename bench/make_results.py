@@ -22,12 +22,16 @@ def _ms(x):
     return f"{x:.3g}" if x < 10 else f"{x:.1f}" if x < 1000 else f"{x:.0f}"
 
 
-def render(doc) -> str:
+def render(doc, notes=()) -> str:
     m = doc["machine"]
     lines = ["# fastnn benchmark results", ""]
+    for n in notes:
+        lines += [f"> {n}", ""]
     if doc["size"] != "full":
         lines += [f"> **This is a `{doc['size']}` run** (small shapes, few repeats) made to exercise the tool; "
-                  "it is not the reference measurement. Regenerate with the full command below.", ""]
+                  "it is not the reference measurement. The reference is made with "
+                  "`fastnn bench all --numpy-best --json bench/results.json` then "
+                  "`python bench/make_results.py bench/results.json`.", ""]
     lines += [f"- date: {doc['date']}",
               f"- command: `{doc['command']}`",
               f"- machine: {m['cpu_model']}, {m.get('logical_cpus')} logical CPUs, SIMD level {m['simd_level']}, "
@@ -103,6 +107,8 @@ def render(doc) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json_file")
+    p.add_argument("--note", action="append", default=[],
+                   help="a paragraph to print under the title (e.g. the conditions of the run)")
     p.add_argument("-o", "--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md"))
     args = p.parse_args(argv)
     with open(args.json_file) as f:
@@ -115,7 +121,7 @@ def main(argv=None) -> int:
         print(f"make_results: {args.json_file} does not match the schema: {e}", file=sys.stderr)
         return 1
     with open(args.output, "w") as f:
-        f.write(render(doc))
+        f.write(render(doc, args.note))
     print(f"wrote {args.output}")
     return 0
 

@@ -149,6 +149,10 @@ def check_case(case: Case) -> dict:
             if c.peer == "fastnn" and "fastnn" in str(e):  # a Python wrapper ahead of its native kernel
                 raise NotAvailable(str(e)) from None
             errors[c.name] = f"{c.name} {case.id}: raised {e.__class__.__name__}: {e}"
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            if c.peer == "fastnn" and "cuda" in str(e).lower():  # kernel without a CUDA version (yet)
+                raise NotAvailable(f"on device cuda: {e}") from None
+            errors[c.name] = f"{c.name} {case.id}: raised {e.__class__.__name__}: {e}"
         except Exception as e:  # noqa: BLE001 - a crashing contender is refused like a wrong one
             errors[c.name] = f"{c.name} {case.id}: raised {e.__class__.__name__}: {e}"
     return errors

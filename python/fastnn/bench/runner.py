@@ -119,7 +119,7 @@ class Run:
                 torch.set_num_threads(tbefore)
 
     def limit_for(self, kind, threads):
-        if kind == "none" or not machine.have_probes():
+        if kind == "none" or not machine.have_probes() or self.args.device != "cpu":  # probes are CPU limits
             return None
         if threads not in self.limits:
             self.limits[threads] = machine.limits(threads, refresh=self.args.reprobe, tiny=self.tiny, log=self.log)
