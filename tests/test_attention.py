@@ -446,3 +446,13 @@ def test_errors(rng):
         attention_backward(go, q, k, v, np_(out)[:1], lse)
     with pytest.raises(ValueError, match=r"argument 'seed'"):
         attention_backward(go, q, k, v, out, lse, dropout_p=0.1)
+
+
+@pytest.mark.skipif(not hasattr(_C, "dropout"), reason="the dropout kernel is not in this build")
+def test_dropout_mask_is_the_dropout_kernels():
+    # element (b, h, i, j) of the attention mask is element ((b*H + h)*Nq + i)*Nk + j of
+    # the dropout kernel's mask (fastnn/philox.h, offset 0) for a (B, H, Nq, Nk) tensor
+    B, H, Nq, Nk, p, seed = 2, 3, 33, 40, 0.4, 2024
+    keep = _dropout_mask(B, H, Nq, Nk, p, seed)
+    dropped = np_(_C.dropout(np.ones((B, H, Nq, Nk), np.float32), p, seed, 0))
+    np.testing.assert_array_equal(keep, dropped > 0)

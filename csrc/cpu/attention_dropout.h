@@ -1,63 +1,66 @@
 // Dropout keep decisions of the attention kernels: a pure function of
-// (seed, offset, element index), so that backward regenerates the forward mask.
-//
-// PROVISIONAL: fastnn/philox.h (shared with the dropout kernel) did not exist when this
-// was written; until it does, this is a self-contained Philox-4x32-10 with
+// (seed, offset, element index e = ((b*H + h)*Nq + i)*Nk + j), so that backward
+// regenerates the forward mask. The generator and the mapping are those of
+// fastnn/philox.h (shared with the dropout kernel, bit for bit):
 //   key = (seed lo, seed hi), counter = (e/4 lo, e/4 hi, offset lo, offset hi),
-//   u = output word e % 4, keep iff u < threshold = round((1 - p) * 2^32).
+//   u = word e % 4 of Philox-4x32-10, keep iff u < floor((1 - p) * 2^32).
+// The fallback below is the same function, for a tree without that header.
 #pragma once
-#include <cmath>
 #include <cstdint>
+
+#if __has_include("fastnn/philox.h")
+#include "fastnn/philox.h"
+namespace fastnn::detail_attention {
+inline uint32_t dropout_threshold(float p) { return philox::keep_threshold(p); }
+inline void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_t out[4]) {
+  const philox::U4 u = philox::block_words(seed, offset, block);
+  out[0] = u.x, out[1] = u.y, out[2] = u.z, out[3] = u.w;
+}
+}  // namespace fastnn::detail_attention
+#else
+namespace fastnn::detail_attention {
+inline uint32_t dropout_threshold(float p) {
+  if (!(p > 0.0f)) return 0xFFFFFFFFu;
+  if (p >= 1.0f) return 0u;
+  const double t = (1.0 - static_cast<double>(p)) * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+}
+inline void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_t c[4]) {
+  c[0] = static_cast<uint32_t>(block), c[1] = static_cast<uint32_t>(block >> 32);
+  c[2] = static_cast<uint32_t>(offset), c[3] = static_cast<uint32_t>(offset >> 32);
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c[0];
+    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c[2];
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k1;
+    c[1] = static_cast<uint32_t>(p1), c[3] = static_cast<uint32_t>(p0), c[0] = n0, c[2] = n2;
+    k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
+  }
+}
+}  // namespace fastnn::detail_attention
+#endif
 
 namespace fastnn::detail_attention {
 
-inline uint32_t dropout_threshold(float p) {
-  if (!(p > 0.0f)) return 0xFFFFFFFFu;
-  const double t = std::ldexp(1.0 - static_cast<double>(p), 32);
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
-}
-
-inline void philox4x32_10(uint32_t ctr[4], uint32_t k0, uint32_t k1) {
-  for (int r = 0; r < 10; ++r) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * ctr[0];
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * ctr[2];
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ ctr[1] ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ ctr[3] ^ k1;
-    ctr[1] = static_cast<uint32_t>(p1);
-    ctr[3] = static_cast<uint32_t>(p0);
-    ctr[0] = n0;
-    ctr[2] = n2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-}
-
-inline uint32_t philox_word(uint64_t seed, uint64_t offset, uint64_t e) {
-  const uint64_t c = e >> 2;
-  uint32_t ctr[4] = {static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), static_cast<uint32_t>(offset),
-                     static_cast<uint32_t>(offset >> 32)};
-  philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return ctr[e & 3];
-}
-
 inline bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t e, uint32_t threshold) {
   if (threshold == 0xFFFFFFFFu) return true;
-  return philox_word(seed, offset, e) < threshold;
+  uint32_t w[4];
+  philox_block(seed, offset, e >> 2, w);
+  return w[e & 3] < threshold;
 }
 
-// keep[t] = dropout_keep(seed, offset, e0 + t, threshold) for t < n, with one Philox
-// call per 4 consecutive element indices.
+// keep[t] = dropout_keep(seed, offset, e0 + t, threshold) for t < n <= 64, one
+// Philox call per 4 consecutive element indices; the block loop has independent
+// iterations, so it vectorises when this is inlined into an AVX2 / AVX-512 kernel.
 inline void dropout_keep_run(uint64_t seed, uint64_t offset, uint64_t e0, int64_t n, uint32_t threshold,
                              uint8_t* keep) {
-  int64_t t = 0;
-  while (t < n) {
-    const uint64_t e = e0 + static_cast<uint64_t>(t);
-    const uint64_t c = e >> 2;
-    uint32_t ctr[4] = {static_cast<uint32_t>(c), static_cast<uint32_t>(c >> 32), static_cast<uint32_t>(offset),
-                       static_cast<uint32_t>(offset >> 32)};
-    philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-    for (unsigned w = static_cast<unsigned>(e & 3); w < 4 && t < n; ++w, ++t) keep[t] = ctr[w] < threshold;
-  }
+  uint32_t words[4 * 17];
+  const uint64_t b0 = e0 >> 2;
+  const int64_t nb = static_cast<int64_t>(((e0 + static_cast<uint64_t>(n) + 3) >> 2) - b0);
+  for (int64_t bb = 0; bb < nb; ++bb) philox_block(seed, offset, b0 + static_cast<uint64_t>(bb), words + 4 * bb);
+  const uint32_t* w = words + (e0 & 3);
+  for (int64_t t = 0; t < n; ++t) keep[t] = threshold == 0xFFFFFFFFu || w[t] < threshold;
 }
 
 }  // namespace fastnn::detail_attention

@@ -55,7 +55,12 @@ namespace {
 // ---- a minimal float SIMD layer -------------------------------------------------
 #if FASTNN_ISA_LEVEL == 2
 constexpr int W = 16;
-constexpr int MR = 8;
+#ifndef FASTNN_ATTN_MR
+#define FASTNN_ATTN_MR 8
+#define FASTNN_ATTN_NV 2
+#endif
+constexpr int MR = FASTNN_ATTN_MR;
+constexpr int NV = FASTNN_ATTN_NV;  // vectors per microkernel row
 using vf = __m512;
 inline vf vld(const float* p) { return _mm512_loadu_ps(p); }
 inline void vst(float* p, vf x) { _mm512_storeu_ps(p, x); }
@@ -82,6 +87,7 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
 #elif FASTNN_ISA_LEVEL == 1
 constexpr int W = 8;
 constexpr int MR = 6;
+constexpr int NV = 2;
 using vf = __m256;
 inline vf vld(const float* p) { return _mm256_loadu_ps(p); }
 inline void vst(float* p, vf x) { _mm256_storeu_ps(p, x); }
@@ -107,6 +113,7 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
 // SSE2 (the x86-64 baseline); no FMA, so multiply then add.
 constexpr int W = 4;
 constexpr int MR = 4;
+constexpr int NV = 2;
 using vf = __m128;
 inline vf vld(const float* p) { return _mm_loadu_ps(p); }
 inline void vst(float* p, vf x) { _mm_storeu_ps(p, x); }
@@ -129,7 +136,6 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
   return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
 }
 #endif
-constexpr int NV = 2;  // vectors per microkernel row
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
