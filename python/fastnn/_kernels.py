@@ -23,6 +23,23 @@ _HAS = {name: hasattr(_C, name) for name in ("matmul", "matmul_backward", "linea
                                                "avg_pool2d_backward", "adaptive_avg_pool2d",
                                                "adaptive_avg_pool2d_backward")}
 _F32 = _C.DType.float32
+_NN = hasattr(_C, "activation")  # training kernels: csrc/bindings/bind_nn.cpp
+_I64, _I32 = _C.DType.int64, _C.DType.int32
+
+
+def _kok(*ts):
+    """Whether every tensor is a float32 CPU tensor. A kernel that raised on such inputs raised
+    a genuine error (re-raised); otherwise the NumPy fallback takes over (float64 gradient
+    checks, CUDA tensors for CPU-only kernels)."""
+    for t in ts:
+        if isinstance(t, _C.Tensor) and (t.dtype != _F32 or t.is_cuda):
+            return False
+    return True
+
+
+def _sc(v):
+    """Python scalars become 0-d float32 arrays for the tensor-only kernels."""
+    return v if isinstance(v, _C.Tensor) else np.array(v, dtype=np.float32)
 
 
 def kernel_status() -> dict:
@@ -31,8 +48,10 @@ def kernel_status() -> dict:
           "attention": "kernel" if hasattr(_C, "attention_forward") else "numpy-fallback",
           "optim (adam/sgd/clip)": "kernel" if hasattr(_C, "adam_") else "numpy-fallback",
           "conv/pool": "kernel" if _HAS["conv2d"] else "numpy-fallback"}
-    for fam in ("elementwise", "activations", "softmax/losses", "layer_norm", "dropout", "embedding",
-                "reductions"):
+    for fam in ("add/sub/mul/div", "activations", "softmax/losses", "layer_norm", "dropout", "embedding",
+                "sum/mean/max"):
+        st[fam] = "kernel" if _NN else "numpy-fallback"
+    for fam in ("exp/log/sqrt/pow/compare", "max backward, fancy indexing"):
         st[fam] = "numpy-fallback"
     return st
 
@@ -71,24 +90,34 @@ def _unary(fn, a):
 
 
 # ---- elementwise (fallback) -------------------------------------------------------------------
+def _bin(op, npfn, a, b):
+    if _NN:
+        try:
+            return _C.binary(_sc(a), _sc(b), op)
+        except (TypeError, RuntimeError):
+            if _kok(a, b):
+                raise
+    return _binary(npfn, a, b)
+
+
 def add(a, b):
-    return _binary(np.add, a, b)
+    return _bin("add", np.add, a, b)
 
 
 def sub(a, b):
-    return _binary(np.subtract, a, b)
+    return _bin("sub", np.subtract, a, b)
 
 
 def mul(a, b):
-    return _binary(np.multiply, a, b)
+    return _bin("mul", np.multiply, a, b)
 
 
 def div(a, b):
-    return _binary(np.divide, a, b)
+    return _bin("div", np.divide, a, b)
 
 
 def neg(a):
-    return _unary(np.negative, a)
+    return _bin("mul", np.multiply, a, -1.0)
 
 
 def pow_scalar(a, p):
@@ -145,6 +174,15 @@ def sum_to(g, shape):
     shape = tuple(shape)
     if tuple(g.shape) == shape:
         return g
+    if _NN and _kok(g):
+        lead = g.ndim - len(shape)
+        x = g
+        if lead > 0:
+            x = _C.reduce(x._reshape([-1] + list(g.shape[lead:])), 0, False, "sum")[0]
+        for i, s in enumerate(shape):
+            if s == 1 and x.shape[i] != 1:
+                x = _C.reduce(x, i, True, "sum")[0]
+        return x._reshape(list(shape))
     x = np_(g)
     lead = x.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and x.shape[i + lead] != 1)
@@ -152,20 +190,43 @@ def sum_to(g, shape):
 
 
 def broadcast_to(g, shape):
-    return t_(np.broadcast_to(np_(g), tuple(shape)), _dev(g))
+    """Materialised broadcast (a zero-stride view copied by the C++ copy: any dtype, device)."""
+    shape = list(shape)
+    lead = len(shape) - g.ndim
+    strides = [0] * lead + [0 if (gs == 1 and s != 1) else st
+                            for gs, s, st in zip(g.shape, shape[lead:], g.strides)]
+    return g._as_strided(shape, strides)._contiguous()
 
 
 # ---- reductions (fallback) --------------------------------------------------------------------
+def _reduce_dims(x, dims, keepdim, op):
+    if dims is None or x.ndim == 0:
+        return _C.reduce(x, None, keepdim, op)[0]
+    r = x
+    for d in sorted(dims, reverse=True):  # one kernel pass per reduced axis (usually one)
+        r = _C.reduce(r, d, True, op)[0]
+    if not keepdim:
+        r = r._reshape([s for i, s in enumerate(x.shape) if i not in dims])
+    return r
+
+
 def sum(x, dim=None, keepdim=False):
+    if _NN and _kok(x):
+        return _reduce_dims(x, dim, keepdim, "sum")
     return t_(np.sum(np_(x), axis=dim, keepdims=keepdim), _dev(x))
 
 
 def mean(x, dim=None, keepdim=False):
+    if _NN and _kok(x):
+        return _reduce_dims(x, dim, keepdim, "mean")
     return t_(np.mean(np_(x), axis=dim, keepdims=keepdim), _dev(x))
 
 
 def max(x, dim=None, keepdim=False):
     """Values and (for a dim) int64 indices of the maximum."""
+    if _NN and _kok(x) and x.numel() > 0:
+        vals, idx = _C.reduce(x, dim, keepdim, "max")
+        return vals, (idx if dim is not None else None)
     a = np_(x)
     if dim is None:
         return t_(np.max(a), _dev(x)), None
@@ -177,6 +238,8 @@ def max(x, dim=None, keepdim=False):
 
 
 def max_backward(g, x, dim, keepdim, idx):
+    if idx is not None and not keepdim:
+        idx = idx._reshape(list(g.shape))
     a = np_(x)
     out = np.zeros_like(a)
     gg = np_(g)
@@ -266,8 +329,8 @@ def linear_weight_backward(g, x, need_bias=True):
         gw = _C.gemm(g2, x2, trans_a=True)
         gb = _C.gemm(_ones_row(g2.shape[0]), g2)._reshape([g2.shape[1]]) if need_bias else None
         return gw, gb
-    _, gw, gb = linear_backward(g, x, _C.zeros([g.shape[-1], x.shape[-1]], g.dtype, "cpu")
-                                if not g.is_cuda else None, need_bias)
+    w0 = _C.zeros([g.shape[-1], x.shape[-1]], g.dtype, str(g.device))  # grad_input computed and dropped
+    _, gw, gb = linear_backward(g, x, w0, need_bias)
     return gw, gb
 
 
@@ -288,12 +351,34 @@ def linear_backward(g, x, w, need_bias=True):
 
 
 # ---- activations (fallback) ------------------------------------------------------------------
+def _act(x, name):
+    if _NN:
+        try:
+            return _C.activation(x, name)
+        except (TypeError, RuntimeError):
+            if _kok(x):
+                raise
+    return None
+
+
+def _act_bwd(g, x, name):
+    if _NN:
+        try:
+            return _C.activation_backward(g, x, name)
+        except (TypeError, RuntimeError):
+            if _kok(g, x):
+                raise
+    return None
+
+
 def relu(x):
-    return _unary(lambda a: np.maximum(a, a.dtype.type(0)), x)
+    y = _act(x, "relu")
+    return y if y is not None else _unary(lambda a: np.maximum(a, a.dtype.type(0)), x)
 
 
-def relu_backward(g, out):
-    return t_(np_(g) * (np_(out) > 0), _dev(g))
+def relu_backward(g, x, out):
+    r = _act_bwd(g, x, "relu")
+    return r if r is not None else t_(np_(g) * (np_(out) > 0), _dev(g))
 
 
 try:  # exact erf for the fallback GELU (scipy is there whenever scikit-learn is)
@@ -304,6 +389,9 @@ except ImportError:  # pragma: no cover
 
 
 def gelu(x, approximate="none"):
+    y = _act(x, "gelu_tanh" if approximate == "tanh" else "gelu")
+    if y is not None:
+        return y
     a = np_(x)
     if approximate == "tanh":
         c = math.sqrt(2.0 / math.pi)
@@ -314,6 +402,9 @@ def gelu(x, approximate="none"):
 
 
 def gelu_backward(g, x, approximate="none"):
+    r = _act_bwd(g, x, "gelu_tanh" if approximate == "tanh" else "gelu")
+    if r is not None:
+        return r
     a = np_(x)
     if approximate == "tanh":
         c = math.sqrt(2.0 / math.pi)
@@ -328,54 +419,82 @@ def gelu_backward(g, x, approximate="none"):
 
 
 def sigmoid(x):
+    y = _act(x, "sigmoid")
+    if y is not None:
+        return y
     a = np_(x)
     return t_((0.5 * (1.0 + np.tanh(0.5 * a))).astype(a.dtype), _dev(x))
 
 
-def sigmoid_backward(g, out):
+def sigmoid_backward(g, x, out):
+    r = _act_bwd(g, x, "sigmoid")
+    if r is not None:
+        return r
     s = np_(out)
     return t_(np_(g) * s * (1 - s), _dev(g))
 
 
 def tanh(x):
-    return _unary(np.tanh, x)
+    y = _act(x, "tanh")
+    return y if y is not None else _unary(np.tanh, x)
 
 
-def tanh_backward(g, out):
+def tanh_backward(g, x, out):
+    r = _act_bwd(g, x, "tanh")
+    if r is not None:
+        return r
     t = np_(out)
     return t_(np_(g) * (1 - t * t), _dev(g))
 
 
 def silu(x):
+    y = _act(x, "silu")
+    if y is not None:
+        return y
     a = np_(x)
     return t_((a * 0.5 * (1.0 + np.tanh(0.5 * a))).astype(a.dtype), _dev(x))
 
 
-def silu_backward(g, x):
+def silu_backward(g, x, out=None):
+    r = _act_bwd(g, x, "silu")
+    if r is not None:
+        return r
     a = np_(x)
     s = 0.5 * (1.0 + np.tanh(0.5 * a))
     return t_((np_(g) * s * (1 + a * (1 - s))).astype(a.dtype), _dev(g))
 
 
 # ---- softmax and losses (fallback) -----------------------------------------------------------
+def _last(x, dim):
+    return _NN and _kok(x) and dim == x.ndim - 1
+
+
 def softmax(x, dim=-1):
+    if _last(x, dim):
+        return _C.softmax(x, False)
     a = np_(x)
     e = np.exp(a - a.max(axis=dim, keepdims=True))
     return t_(e / e.sum(axis=dim, keepdims=True), _dev(x))
 
 
 def softmax_backward(g, out, dim=-1):
+    if _last(out, dim) and _kok(g):
+        return _C.softmax_backward(g, out, False)
     y, gg = np_(out), np_(g)
     return t_(y * (gg - (gg * y).sum(axis=dim, keepdims=True)), _dev(g))
 
 
 def log_softmax(x, dim=-1):
+    if _last(x, dim):
+        return _C.softmax(x, True)
     a = np_(x)
     s = a - a.max(axis=dim, keepdims=True)
     return t_(s - np.log(np.exp(s).sum(axis=dim, keepdims=True)), _dev(x))
 
 
 def log_softmax_backward(g, out, dim=-1):
+    if _last(out, dim) and _kok(g):
+        return _C.softmax_backward(g, out, True)
     y, gg = np_(out), np_(g)
     return t_(gg - np.exp(y) * gg.sum(axis=dim, keepdims=True), _dev(g))
 
@@ -391,6 +510,8 @@ def _reduce(l, reduction):
 def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
     """Fused log_softmax + NLL: (loss, dloss/dlogits for a unit upstream gradient).
     logits (N, C) float, target (N,) int64 class indices."""
+    if _NN and _kok(logits) and target.dtype in (_I64, _I32) and not target.is_cuda:
+        return _C.cross_entropy(logits, target, float(label_smoothing), -100, reduction, True, True, None)
     a = np_(logits)
     y = np_(target).astype(np.int64)
     n, c = a.shape
@@ -418,6 +539,8 @@ def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
 
 
 def bce_with_logits(x, y, reduction="mean", pos_weight=None):
+    if _NN and _kok(x, y, pos_weight):
+        return _C.bce_with_logits(x, y, pos_weight, reduction, True, None)
     a, t = np_(x), np_(y).astype(np_(x).dtype)
     # log(1 + e^-|a|) form: never overflows
     sp = np.maximum(-a, 0) + np.log1p(np.exp(-np.abs(a)))  # softplus(-a)
@@ -432,6 +555,8 @@ def bce_with_logits(x, y, reduction="mean", pos_weight=None):
 
 
 def mse_loss(x, y, reduction="mean"):
+    if _NN and _kok(x, y):
+        return _C.mse_loss(x, y, reduction, True, None)
     d = np_(x) - np_(y)
     loss, scale = _reduce(d * d, reduction)
     grad = 2 * d * (scale if scale is not None else 1.0)
@@ -440,6 +565,8 @@ def mse_loss(x, y, reduction="mean"):
 
 # ---- layer norm, dropout, embedding (fallback) -----------------------------------------------
 def layer_norm(x, normalized_ndim, weight, bias, eps):
+    if _NN and normalized_ndim == 1 and _kok(x, weight, bias):
+        return _C.layer_norm(x, weight, bias, float(eps))
     a = np_(x)
     axes = tuple(range(a.ndim - normalized_ndim, a.ndim))
     mu = a.mean(axis=axes, keepdims=True)
@@ -454,6 +581,8 @@ def layer_norm(x, normalized_ndim, weight, bias, eps):
 
 
 def layer_norm_backward(g, x, normalized_ndim, weight, mean, rstd, need_bias=True):
+    if _NN and normalized_ndim == 1 and _kok(g, x, weight) and mean.ndim == x.ndim - 1:
+        return _C.layer_norm_backward(g, x, weight, mean, rstd, weight is not None, weight is not None and need_bias)
     a, gg, mu, rs = np_(x), np_(g), np_(mean), np_(rstd)
     axes = tuple(range(a.ndim - normalized_ndim, a.ndim))
     lead = tuple(range(a.ndim - normalized_ndim))
@@ -472,12 +601,16 @@ def layer_norm_backward(g, x, normalized_ndim, weight, mean, rstd, need_bias=Tru
 def dropout(x, p, seed):
     """Inverted dropout; the mask is a function of (seed, element index) so the backward can
     regenerate it instead of storing it."""
+    if _NN and _kok(x):
+        return _C.dropout(x, float(p), int(seed), 0)
     a = np_(x)
     keep = _dropout_mask(a.shape, p, seed)
     return t_(np.where(keep, a * a.dtype.type(1.0 / (1.0 - p)), a.dtype.type(0)), _dev(x))
 
 
 def dropout_backward(g, p, seed):
+    if _NN and _kok(g):
+        return _C.dropout(g, float(p), int(seed), 0)  # same (seed, index) → same mask, same scale
     gg = np_(g)
     keep = _dropout_mask(gg.shape, p, seed)
     return t_(np.where(keep, gg * gg.dtype.type(1.0 / (1.0 - p)), gg.dtype.type(0)), _dev(g))
@@ -488,6 +621,8 @@ def _dropout_mask(shape, p, seed):
 
 
 def embedding(idx, weight):
+    if _NN and _kok(weight) and idx.dtype in (_I64, _I32) and not idx.is_cuda:
+        return _C.embedding(idx, weight)
     i = np_(idx).astype(np.int64)
     n = weight.shape[0]
     if i.size and (i.min() < 0 or i.max() >= n):
@@ -497,6 +632,11 @@ def embedding(idx, weight):
 
 
 def embedding_backward(g, idx, num, padding_idx=None):
+    if _NN and _kok(g) and idx.dtype in (_I64, _I32) and not idx.is_cuda:
+        gt = _C.embedding_backward(g, idx, num)
+        if padding_idx is not None:
+            gt._getitem(padding_idx).copy_(_C.zeros([gt.shape[1]], gt.dtype, "cpu"))
+        return gt
     gg = np_(g)
     i = np_(idx).astype(np.int64).reshape(-1)
     out = np.zeros((num, gg.shape[-1]), dtype=gg.dtype)

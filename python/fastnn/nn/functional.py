@@ -47,20 +47,20 @@ def linear(x, weight, bias=None):
     return out
 
 
-def _act(name, fwd, bwd, use_out):
+def _act(name, fwd, bwd):
+    # backward kernels take the input (x); the NumPy fallbacks may use the output instead
     def f(x):
         out = fwd(x)
         if _mode.enabled and x.requires_grad:
-            saved = out if use_out else x
-            _attach(out, (x,), lambda g: (bwd(g, saved),), name)
+            _attach(out, (x,), lambda g: (bwd(g, x, out),), name)
         return out
     return f
 
 
-relu = _act("ReluBackward", K.relu, K.relu_backward, True)
-sigmoid = _act("SigmoidBackward", K.sigmoid, K.sigmoid_backward, True)
-tanh = _act("TanhBackward", K.tanh, K.tanh_backward, True)
-silu = _act("SiluBackward", K.silu, K.silu_backward, False)
+relu = _act("ReluBackward", K.relu, K.relu_backward)
+sigmoid = _act("SigmoidBackward", K.sigmoid, K.sigmoid_backward)
+tanh = _act("TanhBackward", K.tanh, K.tanh_backward)
+silu = _act("SiluBackward", K.silu, K.silu_backward)
 relu.__doc__ = "max(x, 0)"
 
 
