@@ -373,6 +373,7 @@ def _main(args, argv, fastnn) -> int:
         for s in suites:
             report.suite_title(s, out)
             recs = run.run_suite(s)
+            run.ui.clear()
             report.table(recs, run, out)
     except KeyboardInterrupt:
         run.ui.close()
