@@ -166,6 +166,11 @@ def test_no_grad_fast_path():
     def f(t):
         return t * t
     assert f(x).grad_fn is None
+
+    @fnn.no_grad
+    def g(t):
+        return t * t
+    assert g(x).grad_fn is None
     assert fnn.is_grad_enabled()
 
 

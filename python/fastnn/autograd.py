@@ -73,14 +73,28 @@ class set_grad_enabled:
 
 
 class no_grad(set_grad_enabled):
-    """``with fastnn.no_grad():`` or ``@fastnn.no_grad()`` — ops build no graph."""
+    """``with fastnn.no_grad():``, ``@fastnn.no_grad()`` or ``@fastnn.no_grad`` — ops build no graph."""
 
-    def __init__(self):
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        if fn is not None:  # used as a bare decorator
+            self.__init__()
+            return self(fn)
+        return self
+
+    def __init__(self, fn=None):
         super().__init__(False)
 
 
 class enable_grad(set_grad_enabled):
-    def __init__(self):
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        if fn is not None:
+            self.__init__()
+            return self(fn)
+        return self
+
+    def __init__(self, fn=None):
         super().__init__(True)
 
 
