@@ -81,6 +81,20 @@ def test_table_and_json_validate(tmp_path, capsys):
         assert c["rate"] > 0
     assert any(r.get("peak_extra_bytes") is not None for c in cases for r in c["results"])
 
+    # bench/make_results.py turns the same JSON into RESULTS.md, labelled as a non-full run
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(
+        "make_results", pathlib.Path(__file__).resolve().parent.parent / "bench" / "make_results.py")
+    mr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mr)
+    md_path = tmp_path / "RESULTS.md"
+    assert mr.main([str(path), "-o", str(md_path)]) == 0
+    md = md_path.read_text()
+    assert "This is a `tiny` run" in md and "## attention" in md and "| attention fwd | B1 H2 N24 D16 |" in md
+    assert doc["command"] in md
+
 
 def test_schema_rejects_malformed_documents():
     doc = {"schema_version": 1, "tool": "fastnn bench", "command": "fastnn bench", "date": "d", "size": "tiny",
