@@ -535,9 +535,9 @@ def _adam_ref(p, g, m, v, step=1):
 def _adam_sizes(cfg):
     if cfg.size == "tiny":
         return [("flat", [5000])], 2
-    sizes = [("flat", [1 << 20]), ("flat", [10 * 1000 * 1000])]
-    if cfg.size == "full":
-        sizes.append(("flat", [50 * 1000 * 1000]))
+    sizes = [("flat", [1 << 20])]
+    if cfg.size == "full":  # the quick tour keeps 1M and the 200-tensor 10M case
+        sizes += [("flat", [10 * 1000 * 1000]), ("flat", [50 * 1000 * 1000])]
     rng = _rng(200)
     w = rng.lognormal(0.0, 1.5, 200)
     counts = np.maximum(1, np.round(w / w.sum() * 10_000_000)).astype(int)
@@ -646,7 +646,7 @@ def softmax_ce_cases(cfg):
     ce = _ce_op()
     dev = _Dev(cfg.device)
     torch = _torch_peer(cfg)
-    n, c = (16, 100) if cfg.size == "tiny" else (4096, 32000)
+    n, c = {"tiny": (16, 100), "quick": (1024, 32000)}.get(cfg.size, (4096, 32000))
     rng = _rng(5)
     x = _randn(rng, n, c, scale=3.0)
     t = rng.integers(0, c, n).astype(np.int64)
