@@ -63,8 +63,13 @@ class Backend final : public CudaBackend {
   }
 
   void* malloc(size_t nbytes, int device) override { return allocator(device).allocate(nbytes); }
+  // Called from storage destructors: must never throw.
   void free(void* ptr, int device) override {
-    if (ptr) allocator(device).release(ptr);
+    if (!ptr) return;
+    try {
+      allocator(device).release(ptr);
+    } catch (...) {
+    }
   }
   AllocatorStats memory_stats(int device) override { return allocator(device).stats(); }
   void empty_cache() override {
