@@ -115,6 +115,7 @@ CASES = [
     (2, 1, 12, 12, 33, 5, 5, 1, 2, 1, 1),          # single input channel, many outputs
     (2, 6, 12, 12, 9, 3, 3, 2, 2, 2, 3),           # groups 3 + stride 2 + dilation 2
     (1, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1),             # 1x1 image, 3x3 kernel
+    (1, 2, 5, 4, 520, 3, 3, 1, 1, 1, 1),           # O > kc: grad-input accumulates over O blocks
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

@@ -162,7 +162,8 @@ void conv2d_backward_weight_direct(const Conv2dArgs& a) {
 
 void conv2d_backward_bias_kernel(const Conv2dArgs& a) {
   const int64_t N = a.batch, O = a.out_channels, P = a.out_h * a.out_w, ybs = a.ybs();
-#pragma omp parallel for num_threads(num_threads_for(O / 4)) schedule(static)
+  // A plain reduction: memory bound; a second thread pays only beyond ~1M elements.
+#pragma omp parallel for num_threads(num_threads_for(N * O * P >> 20)) schedule(static)
   for (int64_t o = 0; o < O; ++o) {
     float sum = 0.0f;
     for (int64_t n = 0; n < N; ++n) {

@@ -257,15 +257,7 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
 
   // W packed once: [g][k block][Og panels], block (g, pc) at g*Mp*K + pc*Mp.
   Scratch wp(G * Mp * K);
-  {
-    const int64_t nkb = cdiv(K, kc);
-    const int nt = static_cast<int>(std::min<int64_t>(nt_max, G * nkb));
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t it = 0; it < G * nkb; ++it) {
-      const int64_t g = it / nkb, pc = (it % nkb) * kc, kcb = std::min(kc, K - pc);
-      gemm_pack_a(Og, kcb, a.weight + (g * Og) * K + pc, K, 1, wp.p + g * Mp * K + pc * Mp);
-    }
-  }
+  const int64_t nkb = cdiv(K, kc);
 
   // Pixel blocks (multiples of NR) and row blocks so that every thread gets work.
   const int64_t panels = cdiv(P, NR);
@@ -287,6 +279,13 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
                    static_cast<int64_t>(sizeof(int64_t) / sizeof(float)) * (geo.khw + 1));
     Run* runs = reinterpret_cast<Run*>(runbuf.p);
     int64_t* tap_begin = reinterpret_cast<int64_t*>(runs + max_runs(geo, NR));
+    // Packing W inside the same parallel region: one fork/join per call (on a loaded VM
+    // every extra barrier can cost a scheduler time slice).
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < G * nkb; ++it) {
+      const int64_t g = it / nkb, pc = (it % nkb) * kc, kcb = std::min(kc, K - pc);
+      gemm_pack_a(Og, kcb, a.weight + (g * Og) * K + pc, K, 1, wp.p + g * Mp * K + pc * Mp);
+    }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       int64_t rem = it;

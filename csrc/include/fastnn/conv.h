@@ -57,7 +57,8 @@ void conv2d_backward_input(const Conv2dArgs& a);   // dy, weight -> dx
 void conv2d_backward_weight(const Conv2dArgs& a);  // dy, x -> dw (and db if non-null)
 void conv2d_backward_bias(const Conv2dArgs& a);    // dy -> db
 
-// Plain loop nests (float accumulation in double), the reference the fast kernels follow.
+// Plain loop nests (accumulation in double), the reference the fast kernels follow
+// (activation: none or relu only).
 void conv2d_forward_reference(const Conv2dArgs& a);
 void conv2d_backward_input_reference(const Conv2dArgs& a);
 void conv2d_backward_weight_reference(const Conv2dArgs& a);
