@@ -393,3 +393,15 @@ def test_order_from_environment(order):
     env = dict(os.environ, FASTNN_EMU_ORDER="random", FASTNN_EMU_SEED="77")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["random", "77"]
+
+
+def test_real_module_explains_missing_gpu(order):
+    if order != "forward":
+        pytest.skip("checked once")
+    real = pytest.importorskip("fastnn._cuda")
+    assert real.emulated is False and real.name() == "cuda"
+    n = real.device_count()
+    if n > 0:
+        assert real.unavailable_reason() == ""
+    else:  # e.g. "cudaGetDeviceCount failed: CUDA driver version is insufficient ... (cudaErrorInsufficientDriver)"
+        assert real.unavailable_reason().startswith("cudaGetDeviceCount")
