@@ -16,12 +16,68 @@
 
 namespace {
 
+#if FASTNN_ISA_LEVEL == 2
+// In-register 16 x 16 transpose: r[i] holds row i on entry, column i on exit.
+// unpack (pairs) -> shuffle_ps (4 x 4 blocks per 128-bit lane) -> two shuffle_f32x4 rounds
+// (gather lane L of the four row groups): 64 shuffles for 256 elements.
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i+j], lane L = column 4L+j of rows 4i..4i+3
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  __m512 out[16];
+  for (int j = 0; j < 4; ++j) {
+    const __m512 s0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44);
+    const __m512 s1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+    const __m512 s2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+    const __m512 s3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+    out[0 + j] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+    out[4 + j] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+    out[8 + j] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+    out[12 + j] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = out[i];
+}
+
+// Full panels (W rows), 16 k values at a time: per group of 16 rows, 16 row loads, one
+// transpose, 16 (masked, for W = 12) stores of W-float output rows.
+template <int W>
+int64_t pack_transpose_avx512(int64_t kc, const float* src, int64_t ld, float* out) {
+  constexpr int kGroups = (W + 15) / 16;
+  int64_t p0 = 0;
+  for (; p0 + 16 <= kc; p0 += 16) {
+    for (int g = 0; g < kGroups; ++g) {
+      const int rows = W - 16 * g < 16 ? W - 16 * g : 16;
+      const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1u);
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_loadu_ps(src + (16 * g + i) * ld + p0) : _mm512_setzero_ps();
+      transpose16x16(r);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(out + (p0 + q) * W + 16 * g, mask, r[q]);
+    }
+  }
+  return p0;
+}
+#endif
+
 // Transposes an (rows <= W) x kc slab read row by row (src rows `ld` apart, unit
 // stride along k) into out[p*W + r]; rows >= `rows` are zero-filled.
 template <int W>
 void pack_transpose(int64_t rows, int64_t kc, const float* src, int64_t ld, float* out) {
   constexpr int64_t KB = 8;  // k values per step: W*KB floats of output stay in L1
   int64_t p0 = 0;
+#if FASTNN_ISA_LEVEL == 2
+  if (rows == W) p0 = pack_transpose_avx512<W>(kc, src, ld, out);
+#endif
   if (rows == W) {
     for (; p0 + KB <= kc; p0 += KB) {
       for (int r = 0; r < W; ++r) {
