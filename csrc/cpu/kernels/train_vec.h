@@ -53,6 +53,7 @@ static inline VM vne(VF a, VF b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ);
 static inline VM vmand(VM a, VM b) { return static_cast<VM>(a & b); }
 static inline VF vsel(VM m, VF a, VF b) { return _mm512_mask_blend_ps(m, b, a); }  // m ? a : b
 static inline bool vany(VM m) { return m != 0; }
+static inline VM vtail_mask(int n) { return static_cast<VM>((1u << n) - 1u); }
 // 2^n for integral-valued n in [-126, 127]
 static inline VF vpow2i(VF n) {
   __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
@@ -95,6 +96,7 @@ static inline __m256i vtailmask(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 static inline VF vload_n(const float* p, int n) { return _mm256_maskload_ps(p, vtailmask(n)); }
+static inline VM vtail_mask(int n) { return _mm256_castsi256_ps(vtailmask(n)); }
 static inline void vstore_n(float* p, VF v, int n) { _mm256_maskstore_ps(p, vtailmask(n), v); }
 static inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
 static inline VF vsub(VF a, VF b) { return _mm256_sub_ps(a, b); }
@@ -183,6 +185,7 @@ static inline VM vne(VF a, VF b) { return !(a == b); }
 static inline VM vmand(VM a, VM b) { return a && b; }
 static inline VF vsel(VM m, VF a, VF b) { return m ? a : b; }
 static inline bool vany(VM m) { return m; }
+static inline VM vtail_mask(int) { return true; }
 static inline float vhsum(VF a) { return a; }
 static inline float vhmax(VF a) { return a; }
 static inline VM vnonfinite(VF a) { return !std::isfinite(a); }

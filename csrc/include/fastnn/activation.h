@@ -10,6 +10,7 @@ enum class Activation : int {
   gelu_tanh = 3,  // tanh approximation
   sigmoid = 4,
   tanh = 5,
+  silu = 6,       // x * sigmoid(x) (training kernels; epilogues need not support it)
 };
 
 }  // namespace fastnn
