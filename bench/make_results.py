@@ -54,8 +54,8 @@ def render(doc, notes=()) -> str:
     for c in doc["cases"]:
         if c["suite"] not in suites:
             suites.append(c["suite"])
-    lines += ["Columns: *peer* = as shipped (fresh outputs per call); *peer\\** = at its best (preallocated "
-              "`out=`, or a child process with glibc malloc keeping freed memory, or OpenBLAS's fastest "
+    lines += ["Columns: *peer* = as shipped (fresh outputs per call); *peer\\** = its fastest variant (as shipped, preallocated "
+              "`out=`, a child process with glibc malloc keeping freed memory, or OpenBLAS's fastest "
               "kernels); ×peer = speedup of fastnn over the peer at its best (> 1: fastnn faster), from "
               "same-process ratios.", ""]
     for s in suites:
@@ -76,10 +76,13 @@ def render(doc, notes=()) -> str:
             row.append(f"{_ms(f['median_ms'])} [{_ms(f['min_ms'])}–{_ms(f['max_ms'])}]")
             for p in peers:
                 sh = [r["median_ms"] for r in c["results"] if r["peer"] == p and not r["best"]]
-                be = [r for r in c["results"] if r["peer"] == p and r["best"]]
+                allv = [r for r in c["results"] if r["peer"] == p]
                 row.append(_ms(min(sh)) if sh else "–")
-                row.append((_ms(min(r["median_ms"] for r in be)) + " (" +
-                            ", ".join(sorted({r["variant"] for r in be})) + ")") if be else "–")
+                if allv:
+                    fastest = min(allv, key=lambda r: r["median_ms"])
+                    row.append(f"{_ms(fastest['median_ms'])} ({fastest['variant']})")
+                else:
+                    row.append("–")
                 sp = c["speedup"].get(p)
                 row.append(f"{sp:.2f}" if sp is not None else "–")
             if c.get("samples_per_s"):

@@ -120,7 +120,7 @@ def rows(recs, run):
         row.append(f"{_ms(f['median_ms'])} [{_ms(f['min_ms'])}-{_ms(f['max_ms'])}]")
         for p in peers:
             shipped = [x for x in r["results"] if x["peer"] == p and not x["best"]]
-            best = [x for x in r["results"] if x["peer"] == p and x["best"]]
+            best = [x for x in r["results"] if x["peer"] == p]  # its fastest variant, whatever it is
             row.append(_ms(min(x["median_ms"] for x in shipped)) if shipped else "-")
             row.append(_ms(min(x["median_ms"] for x in best)) if best else "-")
             s = r["speedup"].get(p)
