@@ -6,8 +6,10 @@
 //   dW       dW(Og x K) += dY(Og x P) . col(K x P)^T       (summed over the batch)
 //   dX       dcol(K x P) = W^T(K x Og) . dY(Og x P), then scattered (col2im) into dX
 // col is never materialised: the forward gathers input patches straight into the
-// microkernel's packed B layout (kc x NR panels, padding = zeros written by the gather);
-// dW gathers the transposed tile (pixels as the reduction dim) into the same layout; dX
+// microkernel's packed B layout (kc x NR panels, padding = zeros written by the gather),
+// driven by per-panel "run" tables (which contiguous input spans each tap reads; built
+// once per panel, reused for every channel); dW gathers col rows over a pixel chunk the
+// same way and transposes them 8x8 into B panels (pixels are its reduction dim); dX
 // computes dcol for a block of <= ~256 rows x nc pixels in a per-thread buffer and
 // scatter-adds it at once, so every thread owns distinct input channels (no atomics,
 // no full column buffer).
