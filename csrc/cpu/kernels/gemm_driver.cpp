@@ -14,6 +14,9 @@
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
 // the threads balanced, e.g. N = 10). Small batched products run one per thread.
+// Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing on the AVX-512
+// level: the direct microkernel reads A through its strides and B rows in place
+// (gemm_direct below); packing only pays when the panels are reused many times.
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
