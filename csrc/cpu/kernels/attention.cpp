@@ -268,7 +268,11 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
 };
 
-constexpr int64_t kBlock = 64;  // query rows per forward task, keys per block / backward task
+constexpr int64_t kBlock = 64;  // keys per forward block, keys per backward task, rows per backward step
+#ifndef FASTNN_ATTN_BQ
+#define FASTNN_ATTN_BQ 64
+#endif
+constexpr int64_t kBlockQ = FASTNN_ATTN_BQ;  // query rows (lanes) per forward task
 
 }  // namespace
 
@@ -277,7 +281,7 @@ void attention_forward(const AttentionArgs& a) {
   const int64_t B = a.batch, H = a.heads, NQ = a.nq, NK = a.nk, D = a.head_dim;
   if (B == 0 || H == 0 || NQ == 0) return;  // out and lse have no elements
   const int64_t off = NK - NQ;  // causal: key j visible from query i iff j <= i + off
-  const int64_t br = std::min<int64_t>(kBlock, round_up(NQ, W));  // lanes per query block
+  const int64_t br = std::min<int64_t>(kBlockQ, round_up(NQ, W));  // lanes per query block
   const int64_t bc = kBlock;
   const int64_t nqb = (NQ + br - 1) / br;
   const float c2 = a.scale * kLog2e;
