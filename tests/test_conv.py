@@ -116,6 +116,11 @@ CASES = [
     (2, 6, 12, 12, 9, 3, 3, 2, 2, 2, 3),           # groups 3 + stride 2 + dilation 2
     (1, 2, 1, 1, 3, 3, 3, 1, 1, 1, 1),             # 1x1 image, 3x3 kernel
     (1, 2, 5, 4, 520, 3, 3, 1, 1, 1, 1),           # O > kc: grad-input accumulates over O blocks
+    # >= 8 channels per group, stride 1: grad-input runs as a forward conv on flipped weights
+    (2, 9, 7, 9, 5, 4, 2, 1, "same", 1, 1),        # asymmetric padding
+    (1, 8, 5, 5, 4, 1, 1, 1, 2, 1, 1),             # transposed padding -2 (negative)
+    (2, 16, 9, 8, 6, 3, 3, 1, 2, 2, 2),            # groups 2, dilation 2
+    (1, 12, 6, 7, 7, 3, 5, 1, (2, 0), 1, 1),       # non-square, padding (2, 0) -> (0, 4)
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

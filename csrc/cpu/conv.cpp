@@ -2,11 +2,14 @@
 //   1x1, stride 1, no padding, groups 1     -> cpu::gemm (Y[n] = W . X[n], batched)
 //   one input channel per group (depthwise) -> direct kernels   (kernels/conv_direct.cpp)
 //   otherwise                               -> implicit GEMM    (kernels/conv_igemm.cpp)
+// (grad-input with stride 1 and >= 8 channels per group: the forward implicit GEMM on
+// flipped weights, see backward_input_as_forward)
 // then the ISA variant selected at run time. Zero-size problems are settled here.
 #include <cstring>
 #include <vector>
 
 #include "cpu/isa.h"
+#include "fastnn/allocator.h"
 #include "fastnn/conv.h"
 #include "fastnn/gemm.h"
 
@@ -34,6 +37,48 @@ bool is_pointwise(const Conv2dArgs& a) {
 // has a useful GEMM M dimension and goes through implicit GEMM.
 bool use_direct(const Conv2dArgs& a) {
   return a.in_channels == a.groups && a.out_channels / a.groups <= 4;
+}
+
+// Stride-1 grad-input is itself a convolution: dX = conv(dY, W'), W'[g*Cg + c, o, r, s] =
+// W[g*Og + o, c, kh-1-r, kw-1-s], padding dil*(k-1) - pad (may be negative: the gather's
+// bounds tests handle any offset). It runs on the forward implicit GEMM (W' packed once,
+// no dcol buffer, no scatter), which pays when there are enough input channels per group
+// to fill the microkernel's MR rows; with few channels the scatter kernel wastes less.
+bool use_transposed_forward(const Conv2dArgs& a) {
+  return a.stride_h == 1 && a.stride_w == 1 && a.in_channels / a.groups >= 8;
+}
+
+void forward_igemm(const Conv2dArgs& b) { FASTNN_CPU_DISPATCH(conv2d_forward_igemm, b); }
+
+void backward_input_as_forward(const Conv2dArgs& a) {
+  const int64_t G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G, kh = a.kernel_h, kw = a.kernel_w;
+  const int64_t khw = kh * kw, wsize = a.in_channels * Og * khw;
+  float* wt = static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(wsize) * sizeof(float)));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* src = a.weight + ((g * Og + o) * Cg + c) * khw;
+        float* dst = wt + ((g * Cg + c) * Og + o) * khw;
+        for (int64_t t = 0; t < khw; ++t) dst[t] = src[khw - 1 - t];  // (r, s) -> (kh-1-r, kw-1-s)
+      }
+  Conv2dArgs b;
+  b.batch = a.batch;
+  b.in_channels = a.out_channels, b.in_h = a.out_h, b.in_w = a.out_w;
+  b.out_channels = a.in_channels, b.out_h = a.in_h, b.out_w = a.in_w;
+  b.kernel_h = kh, b.kernel_w = kw;
+  b.stride_h = b.stride_w = 1;
+  b.pad_h = a.dil_h * (kh - 1) - a.pad_h, b.pad_w = a.dil_w * (kw - 1) - a.pad_w;
+  b.dil_h = a.dil_h, b.dil_w = a.dil_w;
+  b.groups = G;
+  b.x_batch_stride = a.ybs(), b.y_batch_stride = a.xbs();
+  b.x = a.dy, b.weight = wt, b.y = a.dx;
+  try {
+    forward_igemm(b);
+  } catch (...) {
+    cpu_allocator::release(wt);
+    throw;
+  }
+  cpu_allocator::release(wt);
 }
 
 void zero(float* p, int64_t n) {
@@ -84,6 +129,10 @@ void conv2d_backward_input(const Conv2dArgs& a) {
     return;
   }
   if (use_direct(a)) FASTNN_CPU_DISPATCH(conv2d_backward_input_direct, a);
+  if (use_transposed_forward(a)) {
+    backward_input_as_forward(a);
+    return;
+  }
   FASTNN_CPU_DISPATCH(conv2d_backward_input_igemm, a);
 }
 
