@@ -164,11 +164,13 @@ def table(recs, run, out):
     if peers:
         print("  * = the peer at its best (fastest variant); x = speedup of fastnn over it "
               "(> 1: fastnn faster); rate = fastnn's", file=out)
-    mem = [(r, x) for r in recs for x in r.get("results", []) if x.get("peak_extra_bytes") is not None]
+    mem = [r for r in recs if any(x.get("peak_extra_bytes") is not None for x in r.get("results", []))]
     if mem:
-        print("  peak extra memory of one call: " + "; ".join(
-            f"{r['shape']} {r['op'].split()[-1]} {x['name']} {x['peak_extra_bytes'] / 2**20:.1f} MiB" for r, x in mem),
-            file=out)
+        print("  peak extra memory of one call (MiB):", file=out)
+        for r in mem:
+            print(f"    {r['op']} {r['shape']}: " + ", ".join(
+                f"{x['name']} {x['peak_extra_bytes'] / 2**20:.1f}" for x in r["results"]
+                if x.get("peak_extra_bytes") is not None), file=out)
     out.flush()
 
 
