@@ -47,7 +47,7 @@ inline float reduce_scale(fastnn::Reduction r, int64_t count, const float* grad_
 static inline VF act_fwd(fastnn::Activation act, VF x) {
   using fastnn::Activation;
   switch (act) {
-    case Activation::relu: return vmax(x, vzero());
+    case Activation::relu: return vsel(vlt(x, vzero()), vzero(), x);  // NaN passes, as torch
     case Activation::gelu: return vmul(x, vphi(x));
     case Activation::gelu_tanh: {
       // 0.5 x (1 + tanh(u)) == x * sigmoid(2u): no cancellation for negative x
@@ -188,8 +188,9 @@ void softmax(const fastnn::SoftmaxArgs& a) {
       const float m = row_max(x, n);
       if (a.log) {
         const float s = row_expsum(x, n, m, nullptr);
-        const VF sh = vset(m + std::log(s));
-        vloop(0, n, [&](int64_t i, auto io) { io.st(y + i, vsub(io.ld(x + i), sh)); });
+        // (x - m) - log s, not x - (m + log s): m + log s would round at the scale of m (1e4)
+        const VF mv = vset(m), ls = vset(std::log(s));
+        vloop(0, n, [&](int64_t i, auto io) { io.st(y + i, vsub(vsub(io.ld(x + i), mv), ls)); });
       } else {
         const float s = row_expsum(x, n, m, y);
         const VF inv = vset(1.0f / s);
@@ -248,11 +249,11 @@ void cross_entropy(const fastnn::CrossEntropyArgs& a) {
       const float m = row_max(x, n);
       const float sx = ls != 0.0f ? row_sum(x, n) : 0.0f;
       const float s = row_expsum(x, n, m, g);
-      const float lse = m + std::log(s);
-      // lse - (1-ls) x_t - ls/C sum x, written as (lse - x_t) (1 - ls) + ls (lse - mean x)
-      // so that huge logits (1e4) do not cancel catastrophically
-      float loss = (1.0f - ls) * (lse - x[t]);
-      if (ls != 0.0f) loss += ls * (lse - sx / static_cast<float>(n));
+      const float logs = std::log(s);
+      // lse - (1-ls) x_t - ls/C sum x, written as (1 - ls)((m - x_t) + log s) + ls((m - mean x) + log s)
+      // so that huge logits (1e4) do not round m + log s at the scale of m
+      float loss = (1.0f - ls) * ((m - x[t]) + logs);
+      if (ls != 0.0f) loss += ls * ((m - sx / static_cast<float>(n)) + logs);
       if (none && a.loss) a.loss[r] = loss;
       acc += loss;
       if (g) {
@@ -365,16 +366,19 @@ void layer_norm(const fastnn::LayerNormArgs& a) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* x = a.x + r * n;
       float* y = a.y + r * n;
-      // two passes over an L1/L2-resident row: centred variance, no E[x^2]-E[x]^2 cancellation
-      const float mean = n > 0 ? row_sum(x, n) / static_cast<float>(n) : 0.0f;
+      // two passes over an L1/L2-resident row, accumulated in double: centred variance (no
+      // E[x^2]-E[x]^2 cancellation) and a mean that stays exact for rows with a large offset
+      VD2 sx;
+      vloop(0, n, [&](int64_t i, auto io) { sx.add(io.ld(x + i)); });
+      const float mean = n > 0 ? static_cast<float>(sx.sum() / static_cast<double>(n)) : 0.0f;
       const VF mv = vset(mean);
-      VF ss = vzero();
+      VD2 ss;
       vloop(0, n, [&](int64_t i, auto io) {
         VF d = vsub(io.ld(x + i), mv);
         if (io.tail) d = vsel(vtail_mask(static_cast<int>(n - i)), d, vzero());
-        ss = vfma(d, d, ss);
+        ss.add(vmul(d, d));
       });
-      const float var = n > 0 ? vhsum(ss) / static_cast<float>(n) : 0.0f;
+      const float var = n > 0 ? static_cast<float>(ss.sum() / static_cast<double>(n)) : 0.0f;
       const float rstd = 1.0f / std::sqrt(var + a.eps);
       if (a.mean) a.mean[r] = mean;
       if (a.rstd) a.rstd[r] = rstd;
