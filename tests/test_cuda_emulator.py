@@ -117,6 +117,14 @@ def test_illegal_address_is_an_exception_not_a_crash():
         st.illegal_address()
 
 
+def test_stack_overflow_and_integer_trap_are_exceptions():
+    with pytest.raises(RuntimeError, match=r"thread \(\d+,0,0\) of block \(0,0,0\): stack overflow"):
+        st.emulator_fault(0)
+    with pytest.raises(RuntimeError, match="integer division by zero"):
+        st.emulator_fault(1)
+    np.testing.assert_array_equal(st.shift(64, True)[1:], np.arange(63.0))
+
+
 # ---- warp operations ------------------------------------------------------------------------------
 
 def _expected_warp_ops(n, width, arg):

@@ -227,6 +227,7 @@ PYBIND11_MODULE(FASTNN_CUDA_MODULE_NAME, m) {
   t.def("exit_before_barrier", &st::exit_before_barrier, py::call_guard<py::gil_scoped_release>());
   t.def("shuffle_outside_mask", &st::shuffle_outside_mask, py::call_guard<py::gil_scoped_release>());
   t.def("illegal_address", &st::illegal_address, py::call_guard<py::gil_scoped_release>());
+  t.def("emulator_fault", &st::emulator_fault, py::call_guard<py::gil_scoped_release>());
   t.def("warp_ops", &st::warp_ops, py::call_guard<py::gil_scoped_release>());
   t.def("uninitialised_shared", &st::uninitialised_shared, py::call_guard<py::gil_scoped_release>());
   t.def("atomics", &st::atomics, py::call_guard<py::gil_scoped_release>());

@@ -19,6 +19,9 @@ void deadlock();              // warp op waiting for lanes stuck at __syncthread
 void exit_before_barrier();   // half the block returns before __syncthreads
 void shuffle_outside_mask();  // reads a lane not named in the mask
 void illegal_address();       // dereferences an invalid pointer
+// Emulator only (throws fastnn::Error under nvcc): 0 = fiber stack overflow through
+// deep recursion, 1 = integer division by zero (a trap on x86, not on a GPU).
+void emulator_fault(int which);
 // Rows (each nthreads long): shfl, shfl_up, shfl_down, shfl_xor of v = 10 * t + 1
 // with the given width and argument, then ballot(t % 3 == 0), any(t == 5),
 // all(t < 40), syncthreads_count(t % 2 == 0).

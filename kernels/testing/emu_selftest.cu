@@ -82,6 +82,18 @@ __global__ void illegal_address_kernel(float* out) {
   out[threadIdx.x] = bad[threadIdx.x];
 }
 
+#if defined(FASTNN_CUDA_EMULATED)
+// Recursion with a 4 KiB frame: nvcc would (rightly) warn that the stack size cannot
+// be determined statically, so this kernel exists on the emulator only.
+__device__ int deep(volatile int* p, int d) {
+  volatile char frame[4096];
+  frame[0] = static_cast<char>(d);
+  return d > 0 ? deep(p, d - 1) + frame[0] : *p;
+}
+__global__ void overflow_kernel(int* out) { out[threadIdx.x] = deep(out, 1 << 20); }
+__global__ void divide_kernel(int* out, int zero) { out[threadIdx.x] = static_cast<int>(threadIdx.x) / zero; }
+#endif
+
 __global__ void warp_ops_kernel(int64_t* out, int width, int arg) {
   const int t = threadIdx.x, n = blockDim.x;
   const int v = 10 * t + 1;
@@ -223,6 +235,21 @@ void illegal_address() {
   FASTNN_LAUNCH(illegal_address_kernel, 1, 32, 0, nullptr)(out.p);
   FASTNN_CUDA_CHECK_LAUNCH("illegal_address_kernel");
   FASTNN_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void emulator_fault(int which) {
+#if defined(FASTNN_CUDA_EMULATED)
+  DeviceBuffer<int> out(32);
+  if (which == 0) {
+    FASTNN_LAUNCH(overflow_kernel, 1, 4, 0, nullptr)(out.p);
+  } else {
+    FASTNN_LAUNCH(divide_kernel, 1, 4, 0, nullptr)(out.p, 0);
+  }
+  FASTNN_CUDA_CHECK_LAUNCH("emulator fault kernel");
+#else
+  (void)which;
+  throw Error("emulator_fault: only available on the CUDA emulator");
+#endif
 }
 
 std::vector<int64_t> warp_ops(int nthreads, int width, int arg) {
