@@ -5,3 +5,4 @@ from .attention import attention, attention_backward
 from .conv import conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward, adaptive_avg_pool2d, adaptive_avg_pool2d_backward
 from .gemm import gemm, matmul, linear, matmul_backward, linear_backward
 from .optim import adam_, sgd_, clip_grad_norm_, grad_norm
+from .nn import *  # noqa: F401,F403  (training kernels; names in nn.__all__)
