@@ -85,7 +85,7 @@ def test_max_dim(keepdim, rng):
     a = rng.permutation(24).reshape(2, 3, 4).astype(np.float64)  # distinct values: max is differentiable
     vals, idx = T(a).max(1, keepdim)
     assert idx.dtype == fnn.int64
-    np.testing.assert_array_equal(idx.numpy(), np.argmax(a, axis=1))
+    np.testing.assert_array_equal(idx.numpy(), np.argmax(a, axis=1, keepdims=keepdim))  # torch's shapes
     _check(lambda x: x.max(1, keepdim)[0], lambda x: np.max(x, axis=1, keepdims=keepdim), [a])
     _check(lambda x: x.max(), lambda x: np.max(x), [a])
     _check(lambda x: x.min(dim=2)[0], lambda x: np.min(x, axis=2), [a])

@@ -25,6 +25,7 @@ _HAS = {name: hasattr(_C, name) for name in ("matmul", "matmul_backward", "linea
 _F32 = _C.DType.float32
 _NN = hasattr(_C, "activation")  # training kernels: csrc/bindings/bind_nn.cpp
 _I64, _I32 = _C.DType.int64, _C.DType.int32
+_HAS_MAXB = hasattr(_C, "max_backward")
 
 
 def _kok(*ts):
@@ -51,7 +52,8 @@ def kernel_status() -> dict:
     for fam in ("add/sub/mul/div", "activations", "softmax/losses", "layer_norm", "dropout", "embedding",
                 "sum/mean/max"):
         st[fam] = "kernel" if _NN else "numpy-fallback"
-    for fam in ("exp/log/sqrt/pow/compare", "max backward, fancy indexing"):
+    st["max(dim) backward"] = "kernel" if _HAS_MAXB else "numpy-fallback"
+    for fam in ("exp/log/sqrt/pow/compare", "full max backward, fancy indexing"):
         st[fam] = "numpy-fallback"
     return st
 
@@ -234,12 +236,14 @@ def max(x, dim=None, keepdim=False):
     vals = np.take_along_axis(a, np.expand_dims(idx, dim), axis=dim)
     if not keepdim:
         vals = np.squeeze(vals, dim)
+    else:
+        idx = np.expand_dims(idx, dim)  # torch: indices have the values' shape
     return t_(vals, _dev(x)), t_(idx.astype(np.int64), _dev(x))
 
 
 def max_backward(g, x, dim, keepdim, idx):
-    if idx is not None and not keepdim:
-        idx = idx._reshape(list(g.shape))
+    if dim is not None and _HAS_MAXB and _kok(g, x) and idx.dtype == _I64:
+        return _C.max_backward(g, idx, list(x.shape), dim)
     a = np_(x)
     out = np.zeros_like(a)
     gg = np_(g)
@@ -247,9 +251,11 @@ def max_backward(g, x, dim, keepdim, idx):
         m = a == a.max()
         out[m] = gg / m.sum()  # ties share the gradient, as torch's full max
         return t_(out, _dev(x))
+    ii = np_(idx)
     if not keepdim:
         gg = np.expand_dims(gg, dim)
-    np.put_along_axis(out, np.expand_dims(np_(idx), dim), gg, axis=dim)
+        ii = np.expand_dims(ii, dim)
+    np.put_along_axis(out, ii, gg, axis=dim)
     return t_(out, _dev(x))
 
 
