@@ -630,16 +630,14 @@ def _torch_adam(torch, params, grads, ms, vs, impl):
 
 # ---- softmax + cross-entropy ---------------------------------------------------------------
 def _ce_op():
-    """fastnn's fused softmax cross-entropy: one call returning (mean loss, dloss/dlogits).
-
-    The kernel is bound as fastnn._C.cross_entropy(logits, target, label_smoothing, ignore_index,
-    reduction, need_loss, need_grad, grad_loss) (csrc/bindings/bind_nn.cpp; what fastnn.nn uses)."""
+    """fastnn's fused softmax cross-entropy: one call returning (mean loss, dloss/dlogits):
+    fastnn.ops.cross_entropy_forward_backward (ops/nn.py), i.e. the kernel fastnn._C.cross_entropy."""
     import fastnn
 
-    f = getattr(fastnn._C, "cross_entropy", None)
-    if f is None:
-        raise NotAvailable("fastnn._C.cross_entropy (the fused softmax cross-entropy kernel)")
-    return lambda x, t: f(x, t, 0.0, -100, "mean", True, True, None)
+    f = getattr(fastnn.ops, "cross_entropy_forward_backward", None)
+    if f is not None and hasattr(fastnn._C, "cross_entropy"):
+        return lambda x, t: f(x, t)
+    raise NotAvailable("fastnn.ops.cross_entropy_forward_backward (the fused softmax cross-entropy kernel)")
 
 
 def softmax_ce_cases(cfg):
