@@ -231,10 +231,15 @@ static inline VF vexp(VF x) {
   p = vfma(p, r, vset(1.6666665459E-1f));
   p = vfma(p, r, vset(5.0000001201E-1f));
   p = vfma(p, vmul(r, r), vadd(r, vset(1.0f)));
+#if FASTNN_ISA_LEVEL == 2
+  // vscalefps: p * 2^n in one instruction, with overflow to inf and gradual underflow to 0
+  VF y = _mm512_scalef_ps(p, n);
+#else
   // split 2^n in two factors so n down to -150 (denormals) and up to 128 work
   VF n1 = vround(vmul(n, vset(0.5f)));
   VF n2 = vsub(n, n1);
   VF y = vmul(vmul(p, vpow2i(n1)), vpow2i(n2));
+#endif
   y = vsel(vlt(x, vset(-103.0f)), vzero(), y);
   y = vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
   return vsel(vne(x, x), x, y);  // NaN propagates
