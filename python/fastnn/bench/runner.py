@@ -122,7 +122,14 @@ class Run:
         if kind == "none" or not machine.have_probes() or self.args.device != "cpu":  # probes are CPU limits
             return None
         if threads not in self.limits:
-            self.limits[threads] = machine.limits(threads, refresh=self.args.reprobe, tiny=self.tiny, log=self.log)
+            try:
+                self.limits[threads] = machine.limits(threads, refresh=self.args.reprobe, tiny=self.tiny,
+                                                      log=self.log)
+            except Exception as e:  # noqa: BLE001 - without limits the '% limit' column stays empty
+                self.notes.append(f"probes failed for {threads} thread(s): {e.__class__.__name__}: {e}")
+                self.limits[threads] = None
+        if not self.limits[threads]:
+            return None
         return self.limits[threads].get({"fma": "fma_gflops", "triad": "triad_gbs", "adam": "adam_gbs"}[kind])
 
     # -- one case ----------------------------------------------------------------------------
@@ -221,7 +228,11 @@ class Run:
             self.notes.append(f"{suite}: the {label} child process failed (exit {p.returncode}): "
                               f"{p.stderr.strip()[-500:]}")
             return
-        out = json.loads(p.stdout.strip().splitlines()[-1])
+        try:
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+        except ValueError:
+            self.notes.append(f"{suite}: the {label} child process printed no result: {p.stdout.strip()[-300:]}")
+            return
         by_id = {r["id"]: r for r in recs}
         for cid, res in out.get("cases", {}).items():
             rec = by_id.get(cid)
@@ -308,7 +319,7 @@ class Run:
                          "device": self.args.device, "threads": self.threads,
                          "malloc_tuned_env": MALLOC_ENV},
             "machine": machine.machine_info(self.threads, self.args.device),
-            "limits": {str(k): v for k, v in self.limits.items()},
+            "limits": {str(k): v for k, v in self.limits.items() if v},
             "cases": self.cases,
             "unavailable": self.unavailable,
             "notes": self.notes,
@@ -362,9 +373,9 @@ def _main(args, argv, fastnn) -> int:
         if not machine.have_probes():
             print("probes: not available in this build", file=out)
         else:
-            lim = run.limit_for("fma", run.threads) and run.limits[run.threads]
-            report.print_limits(run.limits[run.threads], run.threads, out)
-            _ = lim
+            run.limit_for("fma", run.threads)
+            if run.threads in run.limits and run.limits[run.threads]:
+                report.print_limits(run.limits[run.threads], run.threads, out)
         if args.suite is None:
             return run.exit
     suites = TOUR if args.suite is None else (ALL if args.suite == "all" else (args.suite,))
