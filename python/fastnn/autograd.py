@@ -122,7 +122,14 @@ def _rg(x):
 
 def _attach(out, inputs, fn, name):
     """Record ``out = op(*inputs)``; inputs that don't require grad are stored as None."""
-    out.grad_fn = Node(fn, tuple(t if _rg(t) else None for t in inputs), name)
+    out.grad_fn = Node(fn, tuple([t if (t.__class__ is Tensor and t.requires_grad) else None for t in inputs]), name)
+    out.requires_grad = True
+    return out
+
+
+def _attach2(out, a, b, ra, rb, fn, name):
+    """_attach for a binary op whose requires-grad flags are known (saves the re-checks)."""
+    out.grad_fn = Node(fn, (a if ra else None, b if rb else None), name)
     out.requires_grad = True
     return out
 
@@ -282,44 +289,48 @@ def _as_t(x, like):
     return NotImplemented
 
 
+# Binary ops: the requires-grad flags are read once; input shapes are read in the backward
+# (from the inputs that need a gradient, which the node keeps alive anyway).
 def add(a, b):
     out = K.add(a, b)
-    if _needs(a, b):
-        sa, sb = _shape(a), _shape(b)
-        _attach(out, (a, b), lambda g: (K.sum_to(g, sa), K.sum_to(g, sb)), "AddBackward")
+    if _mode.enabled:
+        ra, rb = _rg(a), _rg(b)
+        if ra or rb:
+            _attach2(out, a, b, ra, rb, lambda g: (K.sum_to(g, a.shape) if ra else None,
+                                                   K.sum_to(g, b.shape) if rb else None), "AddBackward")
     return out
 
 
 def sub(a, b):
     out = K.sub(a, b)
-    if _needs(a, b):
-        sa, sb = _shape(a), _shape(b)
-        rb = _rg(b)
-        _attach(out, (a, b), lambda g: (K.sum_to(g, sa), K.sum_to(K.neg(g), sb) if rb else None), "SubBackward")
+    if _mode.enabled:
+        ra, rb = _rg(a), _rg(b)
+        if ra or rb:
+            _attach2(out, a, b, ra, rb, lambda g: (K.sum_to(g, a.shape) if ra else None,
+                                                   K.sum_to(K.neg(g), b.shape) if rb else None), "SubBackward")
     return out
 
 
 def mul(a, b):
     out = K.mul(a, b)
-    if _needs(a, b):
-        sa, sb = _shape(a), _shape(b)
+    if _mode.enabled:
         ra, rb = _rg(a), _rg(b)
-        _attach(out, (a, b), lambda g: (K.sum_to(K.mul(g, b), sa) if ra else None,
-                                        K.sum_to(K.mul(g, a), sb) if rb else None), "MulBackward")
+        if ra or rb:
+            _attach2(out, a, b, ra, rb, lambda g: (K.sum_to(K.mul(g, b), a.shape) if ra else None,
+                                                   K.sum_to(K.mul(g, a), b.shape) if rb else None), "MulBackward")
     return out
 
 
 def div(a, b):
     out = K.div(a, b)
-    if _needs(a, b):
-        sa, sb = _shape(a), _shape(b)
+    if _mode.enabled:
         ra, rb = _rg(a), _rg(b)
-
-        def fn(g):
-            ga = K.sum_to(K.div(g, b), sa) if ra else None
-            gb = K.sum_to(K.neg(K.div(K.mul(g, out), b)), sb) if rb else None
-            return ga, gb
-        _attach(out, (a, b), fn, "DivBackward")
+        if ra or rb:
+            def fn(g):
+                ga = K.sum_to(K.div(g, b), a.shape) if ra else None
+                gb = K.sum_to(K.neg(K.div(K.mul(g, out), b)), b.shape) if rb else None
+                return ga, gb
+            _attach2(out, a, b, ra, rb, fn, "DivBackward")
     return out
 
 
