@@ -4,12 +4,11 @@
 // fastnn/philox.h (shared with the dropout kernel, bit for bit):
 //   key = (seed lo, seed hi), counter = (e/4 lo, e/4 hi, offset lo, offset hi),
 //   u = word e % 4 of Philox-4x32-10, keep iff u < floor((1 - p) * 2^32).
-// The fallback below is the same function, for a tree without that header.
 #pragma once
 #include <cstdint>
 
-#if __has_include("fastnn/philox.h")
 #include "fastnn/philox.h"
+
 namespace fastnn::detail_attention {
 inline uint32_t dropout_threshold(float p) { return philox::keep_threshold(p); }
 inline void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_t out[4]) {
@@ -17,29 +16,6 @@ inline void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_
   out[0] = u.x, out[1] = u.y, out[2] = u.z, out[3] = u.w;
 }
 }  // namespace fastnn::detail_attention
-#else
-namespace fastnn::detail_attention {
-inline uint32_t dropout_threshold(float p) {
-  if (!(p > 0.0f)) return 0xFFFFFFFFu;
-  if (p >= 1.0f) return 0u;
-  const double t = (1.0 - static_cast<double>(p)) * 4294967296.0;
-  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
-}
-inline void philox_block(uint64_t seed, uint64_t offset, uint64_t block, uint32_t c[4]) {
-  c[0] = static_cast<uint32_t>(block), c[1] = static_cast<uint32_t>(block >> 32);
-  c[2] = static_cast<uint32_t>(offset), c[3] = static_cast<uint32_t>(offset >> 32);
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c[0];
-    const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c[2];
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ k1;
-    c[1] = static_cast<uint32_t>(p1), c[3] = static_cast<uint32_t>(p0), c[0] = n0, c[2] = n2;
-    k0 += 0x9E3779B9u, k1 += 0xBB67AE85u;
-  }
-}
-}  // namespace fastnn::detail_attention
-#endif
 
 namespace fastnn::detail_attention {
 
