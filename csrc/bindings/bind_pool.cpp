@@ -3,55 +3,25 @@
 #include <string>
 
 #include "bindings/common.h"
+#include "bindings/spatial_args.h"
 #include "fastnn/pool.h"
 
 namespace fastnn::bindings {
 namespace {
+using namespace spatial;
 
-struct Pair {
-  int64_t h, w;
-};
-
-std::string pyrepr(py::handle o) { return std::string(py::repr(o)); }
-bool is_int(py::handle o) { return py::isinstance<py::int_>(o) && !py::isinstance<py::bool_>(o); }
-
-Pair parse_pair(py::handle o, const char* op, const char* arg, int64_t lo) {
-  Pair p{0, 0};
-  bool ok = false;
-  if (is_int(o)) {
-    p.h = p.w = o.cast<int64_t>();
-    ok = true;
-  } else if ((py::isinstance<py::tuple>(o) || py::isinstance<py::list>(o)) && py::len(o) == 2) {
-    py::sequence s = py::reinterpret_borrow<py::sequence>(o);
-    if (is_int(s[0]) && is_int(s[1])) {
-      p.h = s[0].cast<int64_t>(), p.w = s[1].cast<int64_t>();
-      ok = true;
-    }
-  }
-  if (!ok)
-    throw TypeError(detail::concat(op, ": argument '", arg, "': expected an int or a pair of ints, got ", pyrepr(o)));
-  FASTNN_CHECK(p.h >= lo && p.w >= lo, ValueError, op, ": argument '", arg, "': expected values >= ", lo, ", got ",
-               pyrepr(o));
-  return p;
-}
-
-void expect_f32_4d(const Tensor& t, const char* op, const char* arg) {
-  if (t.dtype != DType::float32)
-    throw TypeError(detail::concat(op, ": argument '", arg, "': expected 4-D float32, got ", t.ndim(), "-D ",
-                                   dtype_name(t.dtype), " with shape ", shape_str(t.shape)));
-  FASTNN_CHECK(t.ndim() == 4, ValueError, op, ": argument '", arg, "': expected 4-D float32 (N, C, H, W), got ",
-               t.ndim(), "-D float32 with shape ", shape_str(t.shape));
+// Pooling has no CUDA kernel yet: CPU tensors only, on top of the shared 4-D check.
+void expect_f32_4d_cpu(const Tensor& t, const char* op, const char* arg) {
+  expect_f32_4d(t, op, arg);
   FASTNN_CHECK(t.device().type == DeviceType::cpu, ValueError, op, ": argument '", arg,
                "': expected a tensor on device 'cpu' (no CUDA pooling kernel yet), got device '", t.device().str(),
                "'");
 }
 
-Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : contiguous(t); }
-
 // Windowed pooling (max / avg): sizes and the output shape.
 Pool2dArgs plan_window(const Tensor& x, PoolKind kind, py::handle k_o, py::handle s_o, py::handle p_o,
                        const char* op) {
-  expect_f32_4d(x, op, "x");
+  expect_f32_4d_cpu(x, op, "x");
   const Pair k = parse_pair(k_o, op, "kernel_size", 1);
   const Pair s = s_o.is_none() ? k : parse_pair(s_o, op, "stride", 1);
   const Pair p = parse_pair(p_o, op, "padding", 0);
@@ -92,7 +62,7 @@ py::object max_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle id
   Tensor x = to_tensor(x_o, op, "x");
   Pool2dArgs a = plan_window(x, PoolKind::max, k_o, s_o, p_o, op);
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d(gy, op, "grad_out");
+  expect_f32_4d_cpu(gy, op, "grad_out");
   expect_shape(gy, out_shape(x, a), op, "grad_out");
   Tensor idx = to_tensor(idx_o, op, "indices");
   if (idx.dtype != DType::int64)
@@ -135,7 +105,7 @@ py::object avg_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle k_
   Pool2dArgs a = plan_window(x, PoolKind::avg, k_o, s_o, p_o, op);
   a.count_include_pad = count_include_pad;
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d(gy, op, "grad_out");
+  expect_f32_4d_cpu(gy, op, "grad_out");
   expect_shape(gy, out_shape(x, a), op, "grad_out");
   gy = dense(gy);
   Tensor gx = empty(x.shape, DType::float32, x.device());
@@ -145,7 +115,7 @@ py::object avg_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle k_
 }
 
 Pool2dArgs plan_adaptive(const Tensor& x, py::handle os_o, const char* op) {
-  expect_f32_4d(x, op, "x");
+  expect_f32_4d_cpu(x, op, "x");
   const Pair os = parse_pair(os_o, op, "output_size", 1);
   Pool2dArgs a;
   a.kind = PoolKind::adaptive_avg;
@@ -170,8 +140,8 @@ py::object adaptive_avg_pool2d_backward_py(py::handle gy_o, py::handle x_o) {
   const char* op = "adaptive_avg_pool2d_backward";
   Tensor x = to_tensor(x_o, op, "x");
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d(x, op, "x");
-  expect_f32_4d(gy, op, "grad_out");
+  expect_f32_4d_cpu(x, op, "x");
+  expect_f32_4d_cpu(gy, op, "grad_out");
   FASTNN_CHECK(gy.shape[0] == x.shape[0] && gy.shape[1] == x.shape[1] && gy.shape[2] >= 1 && gy.shape[3] >= 1,
                ValueError, op, ": argument 'grad_out': expected shape (", x.shape[0], ", ", x.shape[1],
                ", out_h >= 1, out_w >= 1), got ", shape_str(gy.shape));
