@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bindings/common.h"
+#include "core/cuda_backend.h"
 #include "fastnn/optim.h"
 
 namespace fastnn::bindings {
@@ -77,9 +78,7 @@ std::vector<int64_t> numels_of(const TensorList& l) {
   return n;
 }
 
-void require_cpu(const Device& d, const char* op) {
-  FASTNN_CHECK(d.type == DeviceType::cpu, Error, op, ": not implemented on ", d.str(), " yet (CPU only)");
-}
+bool on_cuda(const Device& d) { return d.type == DeviceType::cuda; }
 
 }  // namespace
 
@@ -131,7 +130,6 @@ FASTNN_BINDINGS(optim) {
                        shape_str(fi.shape));
           expect_same_device(fi, dev, op, "found_inf");
         }
-        require_cpu(dev, op);
         std::vector<int64_t> numels = numels_of(p);
         AdamArgs a;
         a.num_tensors = static_cast<int64_t>(p.ts.size());
@@ -157,7 +155,10 @@ FASTNN_BINDINGS(optim) {
         a.amsgrad = amsgrad;
         a.grad_scale = gs;
         a.found_inf = fi.defined() ? fi.data_as<float>() : nullptr;
-        without_gil([&] { cpu::adam(a); });
+        without_gil([&] {
+          if (on_cuda(dev)) require_cuda_backend().adam(a, dev.index);
+          else cpu::adam(a);
+        });
       },
       py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"),
       py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
@@ -188,7 +189,6 @@ FASTNN_BINDINGS(optim) {
           expect_disjoint(g, "grads", b, "momentum_buffers", op);
         }
         expect_disjoint(p, "params", g, "grads", op);
-        require_cpu(dev, op);
         std::vector<int64_t> numels = numels_of(p);
         std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
         SgdArgs a;
@@ -204,7 +204,10 @@ FASTNN_BINDINGS(optim) {
         a.nesterov = nesterov;
         a.maximize = maximize;
         a.first_step = first_step;
-        without_gil([&] { cpu::sgd(a); });
+        without_gil([&] {
+          if (on_cuda(dev)) require_cuda_backend().sgd(a, dev.index);
+          else cpu::sgd(a);
+        });
       },
       py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::arg("lr"), py::arg("momentum"),
       py::arg("dampening"), py::arg("nesterov"), py::arg("weight_decay"), py::arg("maximize"), py::arg("first_step"));
@@ -224,11 +227,32 @@ FASTNN_BINDINGS(optim) {
                      ": argument 'max_norm': expected a number >= 0, got ", max_norm);
         Device dev;
         TensorList g = get_list(grads, op, "grads", nullptr, nullptr, &dev);
-        require_cpu(dev, op);
         std::vector<int64_t> numels = numels_of(g);
         double norm = 0.0;
         without_gil([&] {
-          norm = cpu::clip_grad_norm(g.ptrs.data(), numels.data(), static_cast<int64_t>(g.ts.size()), max_norm, norm_type);
+          if (!on_cuda(dev)) {
+            norm = cpu::clip_grad_norm(g.ptrs.data(), numels.data(), static_cast<int64_t>(g.ts.size()), max_norm,
+                                       norm_type);
+            return;
+          }
+          // cpu::clip_grad_norm's steps on the device (coefficient rule kept identical).
+          CudaBackend& be = require_cuda_backend();
+          std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
+          GradNormArgs na;
+          na.num_tensors = static_cast<int64_t>(g.ts.size());
+          na.grads = gp.data();
+          na.numels = numels.data();
+          na.norm_type = norm_type;
+          norm = be.grad_norm(na, dev.index);
+          const float coef = static_cast<float>(max_norm / (norm + 1e-6));
+          if (coef < 1.0f || std::isnan(norm)) {
+            ScaleArgs sa;
+            sa.num_tensors = na.num_tensors;
+            sa.tensors = g.ptrs.data();
+            sa.numels = numels.data();
+            sa.scale = coef < 1.0f ? coef : NAN;
+            be.scale_(sa, dev.index);
+          }
         });
         return norm;
       },
@@ -241,7 +265,6 @@ FASTNN_BINDINGS(optim) {
         parse_norm(norm_type, op);
         Device dev;
         TensorList g = get_list(grads, op, "grads", nullptr, nullptr, &dev);
-        require_cpu(dev, op);
         std::vector<int64_t> numels = numels_of(g);
         std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
         GradNormArgs a;
@@ -250,7 +273,7 @@ FASTNN_BINDINGS(optim) {
         a.numels = numels.data();
         a.norm_type = norm_type;
         double norm = 0.0;
-        without_gil([&] { norm = cpu::grad_norm(a); });
+        without_gil([&] { norm = on_cuda(dev) ? require_cuda_backend().grad_norm(a, dev.index) : cpu::grad_norm(a); });
         return norm;
       },
       py::arg("grads"), py::arg("norm_type"));

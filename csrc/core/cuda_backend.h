@@ -15,6 +15,7 @@
 
 #include "fastnn/allocator.h"
 #include "fastnn/gemm.h"
+#include "fastnn/optim.h"
 #include "fastnn/tensor.h"
 
 namespace fastnn {
@@ -35,7 +36,7 @@ struct CopyArgs {
 
 class CudaBackend {
  public:
-  static constexpr int kAbiVersion = 1;
+  static constexpr int kAbiVersion = 2;
   virtual ~CudaBackend() = default;
   virtual int abi_version() const { return kAbiVersion; }
   virtual const char* name() const = 0;   // "cuda" or "cuda-emulated"
@@ -56,6 +57,11 @@ class CudaBackend {
   // Kernels. All run on the device's current stream.
   virtual void copy(const CopyArgs& args, int device) = 0;
   virtual void gemm(const GemmArgs& args, int device) = 0;
+  // Fused multi-tensor optimizers (fastnn/optim.h, kernels/optim.cu); pointers are device memory.
+  virtual void adam(const AdamArgs& args, int device) = 0;
+  virtual void sgd(const SgdArgs& args, int device) = 0;
+  virtual double grad_norm(const GradNormArgs& args, int device) = 0;  // synchronises (returns to the host)
+  virtual void scale_(const ScaleArgs& args, int device) = 0;
 };
 
 // Registered by python/fastnn/cuda.py; nullptr when no CUDA implementation is active.

@@ -114,6 +114,38 @@ class Backend final : public CudaBackend {
     cuda_kernels::gemm(args, nullptr);
   }
 
+  void adam(const AdamArgs& args, int device) override {
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    cuda_kernels::adam(args, nullptr);
+  }
+
+  void sgd(const SgdArgs& args, int device) override {
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    cuda_kernels::sgd(args, nullptr);
+  }
+
+  double grad_norm(const GradNormArgs& args, int device) override {
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    const size_t nbytes = static_cast<size_t>(cuda_kernels::grad_norm_workspace(args)) * sizeof(double);
+    DeviceAllocator& alloc = allocator(device);
+    double* ws = static_cast<double*>(alloc.allocate(nbytes));
+    double reduced = 0.0;
+    try {
+      cuda_kernels::grad_norm(args, ws, nullptr);
+      memcpy(&reduced, ws, sizeof(double), MemcpyKind::device_to_host, device);
+    } catch (...) {
+      alloc.release(ws);
+      throw;
+    }
+    alloc.release(ws);
+    return cuda_kernels::grad_norm_finish(reduced, args.norm_type);
+  }
+
+  void scale_(const ScaleArgs& args, int device) override {
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    cuda_kernels::scale_(args, nullptr);
+  }
+
   DeviceAllocator& allocator(int device) {
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -8,6 +8,7 @@
 
 #include "core/cuda_backend.h"
 #include "fastnn/gemm.h"
+#include "fastnn/optim.h"
 #include "fastnn/tensor.h"
 
 namespace fastnn::cuda_kernels {
@@ -25,5 +26,17 @@ void fill(void* dst, DType dtype, double value, int64_t n, cudaStream_t stream);
 
 // kernels/gemm.cu: GemmArgs semantics of fastnn/gemm.h.
 void gemm(const GemmArgs& args, cudaStream_t stream);
+
+// kernels/optim.cu: fused multi-tensor optimizers, semantics of fastnn/optim.h (bitwise
+// those of the CPU kernels). adam with found_inf checks the grads on the device first.
+void adam(const AdamArgs& args, cudaStream_t stream);
+void sgd(const SgdArgs& args, cudaStream_t stream);
+void scale_(const ScaleArgs& args, cudaStream_t stream);
+// grad_norm: workspace holds grad_norm_workspace(args) doubles of device memory; on
+// completion workspace[0] is the reduced sum (of |g|^p) or max, which
+// grad_norm_finish turns into the norm on the host.
+int64_t grad_norm_workspace(const GradNormArgs& args);
+void grad_norm(const GradNormArgs& args, double* workspace, cudaStream_t stream);
+double grad_norm_finish(double reduced, double norm_type);
 
 }  // namespace fastnn::cuda_kernels
