@@ -2,15 +2,13 @@
 median of repeats. Usage:  PYTHONPATH=build-x/python python bench/gemm_quick.py [--reps N]
 
 Reports GFLOP/s, the fastnn/NumPy speed ratio and, for squares, the fraction of the FMA
-peak measured by bench/fma_peak.c (compiled on the fly with gcc, if available)."""
+peak measured by fastnn's built-in FMA probe (also `fastnn bench --probe`)."""
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -20,17 +18,8 @@ from fastnn.ops import gemm, linear
 
 
 def measure_peak(threads):
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.c")
-    with tempfile.TemporaryDirectory() as d:
-        exe = os.path.join(d, "fma_peak")
-        try:
-            subprocess.run(["gcc", "-O2", "-mavx512f", "-fopenmp", src, "-o", exe], check=True,
-                           capture_output=True)
-            out = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    vals = [float(line.split(":")[1].split()[0]) for line in out.splitlines() if "GFLOP" in line]
-    return max(vals) if vals else None
+    """Peak FP32 FMA GFLOP/s at the current SIMD level (fastnn's built-in probe)."""
+    return fastnn._C._probe_fma_gflops(threads, 0.5)
 
 
 CLOCK = time.perf_counter

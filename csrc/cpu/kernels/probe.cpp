@@ -12,6 +12,9 @@
 
 namespace {
 constexpr int kAcc = 12;
+// The accumulators end here: a store to a volatile global is observable, so the compiler
+// must keep every FMA (a volatile local was not enough: GCC dropped the whole loop).
+volatile float g_probe_sink;
 }
 
 double probe_fma_gflops_isa(int threads, double seconds) {
@@ -33,8 +36,7 @@ double probe_fma_gflops_isa(int threads, double seconds) {
           for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
         __m512 s = acc[0];
         for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
-        volatile float sink = _mm512_reduce_add_ps(s);
-        (void)sink;
+        g_probe_sink = _mm512_reduce_add_ps(s);
 #elif FASTNN_ISA_LEVEL == 1
         __m256 acc[kAcc];
         for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_set1_ps(1.0f + i * 1e-3f);
@@ -45,8 +47,7 @@ double probe_fma_gflops_isa(int threads, double seconds) {
         for (int i = 1; i < kAcc; ++i) s = _mm256_add_ps(s, acc[i]);
         alignas(32) float out[8];
         _mm256_store_ps(out, s);
-        volatile float sink = out[0];
-        (void)sink;
+        g_probe_sink = out[0] + out[7];
 #else
         // SSE2 has no FMA: a multiply and an add per lane count as one FMA (2 flops).
         __m128 acc[kAcc];
@@ -58,8 +59,7 @@ double probe_fma_gflops_isa(int threads, double seconds) {
         for (int i = 1; i < kAcc; ++i) s = _mm_add_ps(s, acc[i]);
         alignas(16) float out[4];
         _mm_store_ps(out, s);
-        volatile float sink = out[0];
-        (void)sink;
+        g_probe_sink = out[0] + out[3];
 #endif
       }
       rounds_done++;
