@@ -63,7 +63,8 @@ def header(run, out):
     from . import machine
 
     fnn = run.fnn
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_THREAD_TIMEOUT",
+                                          "GOMP_SPINCOUNT")}
     print(f"fastnn {fnn.__version__} bench: {machine.cpu_model()}, SIMD {fnn.get_simd_level()}, "
           f"{run.threads} thread(s), device {run.args.device}, sizes {run.size}, {run.repeats} repeats", file=out)
     blas = machine.blas_info()
