@@ -81,7 +81,7 @@ class Run:
         self.size = "tiny" if self.tiny else ("quick" if (args.quick or args.suite is None) else "full")
         self.threads = args.threads or fastnn.get_num_threads()
         self.repeats = args.repeats or (3 if self.tiny else 5 if self.size == "quick" else 10)
-        self.budget = 1.0 if self.tiny else 4.0 if self.size == "quick" else 20.0
+        self.budget = 1.0 if self.tiny else 2.5 if self.size == "quick" else 20.0  # quick tour: <= 90 s
         self.baselines = tuple(b for b in (s.strip() for s in args.baselines.split(",")) if b)
         self.limits = {}
         self.cases = []
