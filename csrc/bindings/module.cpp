@@ -2,6 +2,7 @@
 // allocator statistics, CUDA backend registration; every bind_*.cpp registers itself.
 #include <omp.h>
 
+#include "bindings/allocator_stats.h"
 #include "bindings/common.h"
 #include "fastnn/allocator.h"
 #include "fastnn/config.h"
@@ -9,21 +10,6 @@
 namespace py = pybind11;
 using namespace fastnn;
 using namespace fastnn::bindings;
-
-namespace {
-
-py::dict stats_dict(const AllocatorStats& s) {
-  py::dict d;
-  d["allocated_bytes"] = s.allocated_bytes;
-  d["cached_bytes"] = s.cached_bytes;
-  d["peak_allocated_bytes"] = s.peak_allocated_bytes;
-  d["num_allocs"] = s.num_allocs;
-  d["num_cache_hits"] = s.num_cache_hits;
-  d["num_system_allocs"] = s.num_system_allocs;
-  return d;
-}
-
-}  // namespace
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastnn native core: tensors, CPU kernels, bindings";

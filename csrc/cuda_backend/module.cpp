@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "bindings/allocator_stats.h"
 #include "fastnn/errors.h"
 #include "kernels.h"
 #include "selftest.h"
@@ -23,6 +24,7 @@
 namespace py = pybind11;
 using fastnn::CudaBackend;
 using fastnn::DType;
+using fastnn::bindings::stats_dict;
 
 namespace {
 
@@ -105,17 +107,6 @@ py::array copy_hook(py::array src, const std::string& src_dtype, const std::stri
   be().free(dsrc, device);
   be().free(ddst, device);
   return out;
-}
-
-py::dict stats_dict(const fastnn::AllocatorStats& s) {
-  py::dict d;
-  d["allocated_bytes"] = s.allocated_bytes;
-  d["cached_bytes"] = s.cached_bytes;
-  d["peak_allocated_bytes"] = s.peak_allocated_bytes;
-  d["num_allocs"] = s.num_allocs;
-  d["num_cache_hits"] = s.num_cache_hits;
-  d["num_system_allocs"] = s.num_system_allocs;
-  return d;
 }
 
 }  // namespace
