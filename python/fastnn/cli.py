@@ -26,6 +26,7 @@ def _quiet_idle_threads(argv) -> None:
 
 
 def main(argv=None) -> int:
+    from_command_line = argv is None  # only then may `bench` re-execute the process
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: hand-written CPU/CUDA kernels.")
     sub = parser.add_subparsers(dest="command")
@@ -33,7 +34,8 @@ def main(argv=None) -> int:
     sub.add_parser("bench", help="benchmark the kernels against NumPy / PyTorch (fastnn bench --help)",
                    add_help=False)
     if argv and argv[0] == "bench":
-        _quiet_idle_threads(argv)
+        if from_command_line:
+            _quiet_idle_threads(argv)
         from .bench import main as bench_main
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
