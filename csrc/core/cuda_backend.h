@@ -36,7 +36,7 @@ struct CopyArgs {
 
 class CudaBackend {
  public:
-  static constexpr int kAbiVersion = 2;
+  static constexpr int kAbiVersion = 3;
   virtual ~CudaBackend() = default;
   virtual int abi_version() const { return kAbiVersion; }
   virtual const char* name() const = 0;   // "cuda" or "cuda-emulated"
@@ -62,11 +62,29 @@ class CudaBackend {
   virtual void sgd(const SgdArgs& args, int device) = 0;
   virtual double grad_norm(const GradNormArgs& args, int device) = 0;  // synchronises (returns to the host)
   virtual void scale_(const ScaleArgs& args, int device) = 0;
+
+  // Every other kernel family is reached by name through one entry point, so a family is
+  // added without touching this interface: the backend module registers a launcher per op
+  // with FASTNN_CUDA_OP (csrc/cuda_backend/op_registry.h), and the bindings call
+  // cuda_op("conv2d_forward", args, device). `args_size` is sizeof the argument struct the
+  // caller passes: a mismatch with the registered struct throws instead of misreading memory.
+  // Throws fastnn::Error for an unknown op (a backend module older than the core).
+  virtual void run(const char* op, const void* args, size_t args_size, int device) = 0;
+  virtual bool has_op(const char* op) = 0;
 };
+
+// Calls a named CUDA op with its argument struct (see CudaBackend::run).
+template <class Args>
+void cuda_op(const char* op, const Args& args, int device);
 
 // Registered by python/fastnn/cuda.py; nullptr when no CUDA implementation is active.
 void set_cuda_backend(CudaBackend* backend);
 CudaBackend* cuda_backend();        // may be nullptr
 CudaBackend& require_cuda_backend(); // throws fastnn::Error when none is active
+
+template <class Args>
+void cuda_op(const char* op, const Args& args, int device) {
+  require_cuda_backend().run(op, &args, sizeof(Args), device);
+}
 
 }  // namespace fastnn

@@ -15,6 +15,7 @@
 #include "device_allocator.h"
 #include "fastnn/errors.h"
 #include "kernels.h"
+#include "op_registry.h"
 
 namespace fastnn::cuda_backend_impl {
 namespace {
@@ -145,6 +146,19 @@ class Backend final : public CudaBackend {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
     cuda_kernels::scale_(args, nullptr);
   }
+
+  void run(const char* op, const void* args, size_t args_size, int device) override {
+    size_t registered = 0;
+    OpLauncher fn = find_op(op, &registered);
+    if (!fn) throw Error(detail::concat("CUDA backend ", name(), " has no op '", op, "'"));
+    if (registered != args_size)
+      throw Error(detail::concat("CUDA op '", op, "': argument struct of ", args_size, " bytes, the backend expects ",
+                                 registered, " (core and backend module built from different sources?)"));
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    fn(args, nullptr, device);
+  }
+
+  bool has_op(const char* op) override { return find_op(op, nullptr) != nullptr; }
 
   DeviceAllocator& allocator(int device) {
     {
