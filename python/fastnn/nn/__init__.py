@@ -19,3 +19,5 @@ __all__ = ["functional", "init", "Module", "Parameter", "Sequential", "ModuleLis
            "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss"]
 from .rnn import GRU, LSTM, RNN, RNNBase  # noqa: E402
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU"]
+from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
+__all__ += ["BatchNorm1d", "BatchNorm2d"]
