@@ -23,9 +23,9 @@ namespace fastnn {
 
 enum class RnnMode : int { rnn_tanh = 0, rnn_relu = 1, lstm = 2, gru = 3 };
 
-inline int64_t rnn_num_gates(RnnMode m) { return m == RnnMode::lstm ? 4 : m == RnnMode::gru ? 3 : 1; }
+constexpr int64_t rnn_num_gates(RnnMode m) { return m == RnnMode::lstm ? 4 : m == RnnMode::gru ? 3 : 1; }
 // Floats saved per (row, hidden unit) for the backward: LSTM i,f,g,o; GRU r,z,n,gh_n; RNN none (h').
-inline int64_t rnn_num_saved(RnnMode m) { return m == RnnMode::lstm || m == RnnMode::gru ? 4 : 0; }
+constexpr int64_t rnn_num_saved(RnnMode m) { return m == RnnMode::lstm || m == RnnMode::gru ? 4 : 0; }
 
 // One time step, `batch` rows of `hidden` units. Row strides (ld) are in elements; h_prev,
 // c_prev, h, c are contiguous (batch, hidden). `saved` is (batch, rnn_num_saved * hidden).
