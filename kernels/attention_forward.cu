@@ -21,14 +21,13 @@
 // so the longest causal blocks start first.
 //
 // Shared memory (floats): Q 64*(DP+1) + K, V 2*BC*(DP+1) + P 64*(BC+1) + bias BC:
-// DP=16: 29.3 KiB, 32: 41.3 KiB, 64: 40.9 KiB, 80: 48.9 KiB, 128: 72.9 KiB; above
+// DP=16: 29.2 KiB, 32: 41.2 KiB, 64: 40.9 KiB, 80: 48.9 KiB, 128: 72.9 KiB; above
 // 48 KiB the launcher opts in (cudaFuncAttributeMaxDynamicSharedMemorySize).
-// Bound: compute. Per (b, h) 4*Nq*Nk*D flops against (Nq + 2*Nk)*D*4 bytes per query
-// block from DRAM/L2; at D = 64 the arithmetic intensity per block is ~2*64*64 /
-// (4*(64+...)) >> 10 flop/B. On A100 (19.5 TFLOP/s FP32 FMA) and H100-SXM (67
-// TFLOP/s) the CUDA-core FMA rate bounds it; shared-memory loads (TM + BC/8 per
-// TM*BC/8 FMAs in S, TM + D/8 per TM*D/8 in PV: ~0.4-0.6 loads per FMA) put a
-// realistic ceiling near 50-60 % of FP32 peak (docs/CUDA.md, attention section).
+// Bound: compute. A query block does 4*64*Nk*D flops for 2*Nk*D*4 bytes of K/V (L2:
+// a head's K/V is shared by its Nq/64 blocks): 32 flop/B, above the FP32 balance points
+// of A100 (19.5 TFLOP/s / 2.04 TB/s = 9.6) and H100-SXM (67 / 3.35 = 20), so the FMA pipe
+// bounds it; the inner loops issue 0.3-0.5 shared loads per FMA (an SM sustains 0.5), so
+// 60-70 % of FP32 peak is a realistic ceiling (docs/CUDA.md, attention section).
 #include "attention_tile.cuh"
 
 #include <cmath>
