@@ -300,7 +300,8 @@ def test_broadcast_to(rng):
 
 # ---- reductions, max_backward -----------------------------------------------------------------------
 REDUCE_CASES = [((17, 33), 1), ((129, 17), 1), ((3, 1500), 1), ((2, 1100), -1), ((33, 17), 0), ((2, 5, 7), 1),
-                ((65,), 0), ((4, 6), None), ((3, 2000), None), ((), None)]
+                ((65,), 0), ((4, 6), None), ((3, 2000), None), ((), None),
+                ((2, 20000), 1), ((41000,), None)]  # the last two: rows split in segments (two passes)
 
 
 @pytest.mark.parametrize("op", ["sum", "mean", "max"])
@@ -330,6 +331,20 @@ def test_reduce_max_ties_and_nan_pick_the_first():
             v_cpu, i_cpu = _C.reduce(xs, axis, False, "max")
             np.testing.assert_array_equal(host(v_cu), cpu(v_cpu))
             np.testing.assert_array_equal(host(i_cu), cpu(i_cpu))
+
+
+def test_reduce_split_rows_max_keeps_the_first_maximum_and_nan():
+    # 3 rows of 20000 -> 5 segments of 4000: the maxima sit in different segments
+    x = np.zeros((3, 20000), np.float32)
+    x[0, [5000, 13000, 19999]] = 7.0      # tie across segments: index 5000
+    x[1, 17000] = np.nan                  # NaN in a late segment wins
+    x[1, 100] = 9.0
+    x[2, :] = -np.inf
+    v_cu, i_cu = _C.reduce(cu(x), 1, False, "max")
+    np.testing.assert_array_equal(host(i_cu), [5000, 17000, 0])
+    v_cpu, i_cpu = _C.reduce(x, 1, False, "max")
+    np.testing.assert_array_equal(host(v_cu), cpu(v_cpu))
+    np.testing.assert_array_equal(host(i_cu), cpu(i_cpu))
 
 
 def test_reduce_over_empty_axis():
