@@ -191,3 +191,82 @@ def test_device_mismatch_errors(rng):
         _C.conv2d_backward(_cpu(np.zeros((1, 4, 3, 3), np.float32)), x, _dev(w))
     with pytest.raises(ValueError, match="'x'.*'cpu'"):
         _C.conv2d_reference(x, _dev(w), None, _dev(np.zeros((1, 4, 3, 3), np.float32)))
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor cores (kernels/conv_implicit_gemm_wmma.cu): TF32 for float32 with allow_tf32=True,
+# BF16 / FP16 for 16-bit x and weight. The CPU reference gets the 16-bit inputs converted back
+# to float32 (exact), so the forward pass differs only by float32 accumulation order (the
+# f32_matmul_tol bound). The backward passes also round the float32 dy to the operand type:
+# relative 2^-9 (bf16) / 2^-12 (fp16) per product; TF32 rounds both operands of every product
+# (round to nearest, 10-bit mantissa): relative 2 * 2^-11. Bounds below use twice those.
+TC_MULTI_TILE = ((1, 6, 9, 9), (70, 6, 3, 3), dict(padding=1))  # 2x2 tiles, cheaper than CASES[11]
+TC_CASES = [CASES[0], CASES[2], CASES[4], CASES[6], CASES[7], TC_MULTI_TILE]
+# fp16 wmma is slow under the emulator: two cases (batch 1 odd sizes, grouped) suffice for it.
+TC_PARAMS = [(c, d) for c in TC_CASES for d in ("tf32", "bfloat16")] + [(CASES[0], "float16"), (CASES[7], "float16")]
+TC_ROUNDING = {"tf32": 2.0 ** -9, "bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
+
+
+def _tc_inputs(dtype, x, w):
+    """CUDA inputs for the path, and the float32 values the kernels actually multiply."""
+    xd, wd = _dev(x), _dev(w)
+    if dtype == "tf32":
+        return xd, wd, x, w, True
+    xd, wd = xd.to(dtype), wd.to(dtype)
+    return xd, wd, _host(xd.to("float32")), _host(wd.to("float32")), None
+
+
+@pytest.mark.parametrize("case, dtype", TC_PARAMS, ids=lambda v: v if isinstance(v, str) else f"{v[0]}-{v[1]}-{v[2]}")
+def test_conv2d_tensor_cores(case, dtype, rng):
+    xs, ws, kw = case
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    xd, wd, xr, wr, tf32 = _tc_inputs(dtype, x, w)
+    rel = TC_ROUNDING[dtype]
+    y = _host(_C.conv2d(xd, wd, _dev(b), allow_tf32=tf32, **kw))
+    want = np.asarray(_C.conv2d(_cpu(xr), _cpu(wr), _cpu(b), **kw))
+    mag = np.asarray(_C.conv2d(_cpu(np.abs(xr)), _cpu(np.abs(wr)), _cpu(np.abs(b)), **kw))
+    k = ws[1] * ws[2] * ws[3] + 1
+    depthwise_fp32 = dtype == "tf32" and kw.get("groups", 1) == xs[1] > 1  # the FP32 depthwise kernel
+    fwd_rel = rel if dtype == "tf32" and not depthwise_fp32 else 0.0
+    _within(y, want, (fwd_rel + f32_matmul_tol(k)) * mag, f"y ({dtype})")
+
+    gy = rng.standard_normal(want.shape).astype(np.float32)
+    gx, gw, gb = (_host(t) for t in _C.conv2d_backward(_dev(gy), xd, wd, allow_tf32=tf32, **kw))
+    rx, rw, rb = (np.asarray(t) for t in _C.conv2d_backward(_cpu(gy), _cpu(xr), _cpu(wr), **kw))
+    ax, aw, ab = (np.asarray(t) for t in _C.conv2d_backward(_cpu(np.abs(gy)), _cpu(np.abs(xr)), _cpu(np.abs(wr)),
+                                                            **kw))
+    og = ws[0] // kw.get("groups", 1)
+    bwd_rel = 0.0 if depthwise_fp32 else rel
+    _within(gx, rx, (bwd_rel + f32_matmul_tol(og * ws[2] * ws[3])) * ax, f"grad_input ({dtype})")
+    _within(gw, rw, (bwd_rel + f32_matmul_tol(_ho_wo(gy))) * aw, f"grad_weight ({dtype})")
+    _within(gb, rb, f32_matmul_tol(_ho_wo(gy)) * ab, f"grad_bias ({dtype})")  # float32 dy: no rounding
+    assert gx.dtype == np.float32 and gw.dtype == np.float32 and y.dtype == np.float32
+    if dtype == "tf32" and not depthwise_fp32:  # TF32 really ran: it rounds the float32 operands
+        assert np.any(y != _host(_C.conv2d(_dev(x), _dev(w), _dev(b), **kw)))
+
+
+def test_conv2d_tensor_cores_fused_gelu(rng):
+    xs, ws, kw = CASES[1]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    xd, wd, xr, wr, _ = _tc_inputs("bfloat16", x, w)
+    y = _host(_C.conv2d(xd, wd, _dev(b), activation="gelu", **kw))
+    want = np.asarray(_C.conv2d(_cpu(xr), _cpu(wr), _cpu(b), activation="gelu", **kw))
+    mag = np.asarray(_C.conv2d(_cpu(np.abs(xr)), _cpu(np.abs(wr)), _cpu(np.abs(b)), **kw))
+    _within(y, want, 1.2 * f32_matmul_tol(ws[1] * ws[2] * ws[3] + 1) * mag + 4 * EPS32 * (1 + np.abs(want)), "gelu")
+
+
+def test_tensor_core_argument_errors():
+    x = _dev(np.zeros((1, 3, 5, 5), np.float32))
+    w = _dev(np.zeros((4, 3, 3, 3), np.float32))
+    with pytest.raises(TypeError, match="'weight'.*bfloat16.*float32"):
+        _C.conv2d(x.to("bfloat16"), w)
+    with pytest.raises(TypeError, match="'x'.*float32.*bfloat16"):
+        _C.conv2d(_cpu(np.zeros((1, 3, 5, 5), np.float32)).to("bfloat16"), _cpu(np.zeros((4, 3, 3, 3), np.float32)))
+    with pytest.raises(TypeError, match="'allow_tf32'"):
+        _C.conv2d(x, w, allow_tf32="yes")
+    with pytest.raises(TypeError, match="'grad_out'.*float32"):
+        _C.conv2d_backward(_dev(np.zeros((1, 4, 3, 3), np.float32)).to("bfloat16"), x.to("bfloat16"), w.to("bfloat16"))
