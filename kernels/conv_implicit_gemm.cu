@@ -15,13 +15,14 @@
 // Tiling: 64x64 output tile per block of 256 threads, BK = 16, both operand tiles stored
 // k-major in shared memory (8.5 KiB); each thread accumulates a 4x4 register tile at rows
 // ty+16i, cols tx+16j (the inner loop reads operands as warp broadcasts / consecutive
-// words). Tails: the gathers fill zeros, the epilogue masks.
+// words); the next step's gathers are prefetched into registers during the FMAs.
+// Tails: the gathers fill zeros, the epilogue masks.
 //
 // Bound: per K step a block reads 2*64*16 floats and does 2*64*64*16 flops (16 flop/B
 // of shared-memory traffic, 32 FMAs per 8 shared loads per thread): compute-bound on
-// paper for the large layers (A100 19.5 TFLOP/s FP32, H100 SXM 67 TFLOP/s FP32); this
-// baseline without double buffering reaches perhaps 40-60% of that. The bench layers of
-// issue 4 are tiny for a GPU (57-302 MFLOP, a few microseconds at peak): launch latency
+// paper for the large layers (A100 19.5 TFLOP/s FP32, H100 SXM 67 TFLOP/s FP32); with a
+// 4x4 register tile and register-prefetched gathers expect perhaps 40-60% of that. The
+// bench layers of issue 4 are tiny for a GPU (57-302 MFLOP, a few microseconds at peak): launch latency
 // and the tile count (small grids) bound them, hence split-K for wgrad. The tensor-core
 // path (TF32 / BF16 via wmma) is the one to use for throughput.
 #include "cuda_compat.cuh"
@@ -52,21 +53,31 @@ __global__ void __launch_bounds__(kThreads) conv_igemm_kernel(Params p) {
   const Column col = column<kMode>(p, g, n0 + tid % BN);
   const int a_kk = tid % BK, a_m = tid / BK, b_kk = tid / BN, b_n = tid % BN;
 
-  float acc[4][4] = {};
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  // The next K step's gathers go to registers before the current step's FMAs, so their
+  // global-memory latency overlaps the math (one shared buffer, two barriers per step).
+  float ra[BM / 16], rb[BK / 4];
+  auto fetch = [&](int k0) {
     const ARow ar = a_row<kMode>(p, g, k0 + a_kk, kend);
 #pragma unroll
     for (int i = 0; i < BM / 16; ++i) {
-      const int m = a_m + 16 * i;
-      As[a_kk * kLd + m] = (ar.ok && m0 + m < p.M) ? p.a[ar.off + (m0 + m) * ar.mstride] : 0.0f;
+      const int m = m0 + a_m + 16 * i;
+      ra[i] = (ar.ok && m < p.M) ? p.a[ar.off + m * ar.mstride] : 0.0f;
     }
 #pragma unroll
     for (int i = 0; i < BK / 4; ++i) {
-      const int kk = b_kk + 4 * i;
-      const int off = gather_offset<kMode>(p, col, k0 + kk, kend);
-      Bs[kk * kLd + b_n] = off >= 0 ? p.b[off] : 0.0f;
+      const int off = gather_offset<kMode>(p, col, k0 + b_kk + 4 * i, kend);
+      rb[i] = off >= 0 ? p.b[off] : 0.0f;
     }
+  };
+  float acc[4][4] = {};
+  if (kbeg < kend) fetch(kbeg);
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#pragma unroll
+    for (int i = 0; i < BM / 16; ++i) As[a_kk * kLd + a_m + 16 * i] = ra[i];
+#pragma unroll
+    for (int i = 0; i < BK / 4; ++i) Bs[(b_kk + 4 * i) * kLd + b_n] = rb[i];
     __syncthreads();
+    if (k0 + BK < kend) fetch(k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       float av[4], bv[4];

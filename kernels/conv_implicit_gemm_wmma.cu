@@ -9,7 +9,8 @@
 // Tiling: 64x64 output tile per block of 4 warps (128 threads), each warp 32x32 = 2x2
 // accumulator fragments; K steps of 16. Each step gathers the A (64x16, row-major) and B
 // (16x64, row-major) tiles into shared memory, converting to the operand type once per
-// element (TF32 rounding, cvt.rna, happens here rather than per fragment load); the
+// element (TF32 rounding, cvt.rna, happens here rather than per fragment load; the next
+// step's gathers are prefetched into registers during the mma_syncs); the
 // accumulators go through a shared 64x68 float tile (aliasing the operand tiles) so the
 // epilogue can address outputs element by element. Shared memory: 17 KiB per block.
 //
@@ -95,20 +96,27 @@ __global__ void __launch_bounds__(kThreads) conv_igemm_wmma_kernel(Params p) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+  // Register prefetch of the next K step's gathers, as in the FP32 kernel.
+  T ra[BM / kARowsPerPass], rb[BK / kBRowsPerPass];
+  auto fetch = [&](int k0) {
     const ARow ar = a_row<kMode>(p, g, k0 + a_kk, kend);
 #pragma unroll
     for (int i = 0; i < BM / kARowsPerPass; ++i) {
-      const int m = a_m + kARowsPerPass * i;
-      const int off = (ar.ok && m0 + m < p.M) ? ar.off + (m0 + m) * ar.mstride : -1;
-      As[m * kLdA + a_kk] = load_operand<T>(p.a, p.a_16bit, off);
+      const int m = m0 + a_m + kARowsPerPass * i;
+      ra[i] = load_operand<T>(p.a, p.a_16bit, (ar.ok && m < p.M) ? ar.off + m * ar.mstride : -1);
     }
 #pragma unroll
-    for (int i = 0; i < BK / kBRowsPerPass; ++i) {
-      const int kk = b_kk + kBRowsPerPass * i;
-      Bs[kk * kLdB + b_n] = load_operand<T>(p.b, p.b_16bit, gather_offset<kMode>(p, col, k0 + kk, kend));
-    }
+    for (int i = 0; i < BK / kBRowsPerPass; ++i)
+      rb[i] = load_operand<T>(p.b, p.b_16bit, gather_offset<kMode>(p, col, k0 + b_kk + kBRowsPerPass * i, kend));
+  };
+  if (kbeg < kend) fetch(kbeg);
+  for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#pragma unroll
+    for (int i = 0; i < BM / kARowsPerPass; ++i) As[(a_m + kARowsPerPass * i) * kLdA + a_kk] = ra[i];
+#pragma unroll
+    for (int i = 0; i < BK / kBRowsPerPass; ++i) Bs[(b_kk + kBRowsPerPass * i) * kLdB + b_n] = rb[i];
     __syncthreads();
+    if (k0 + BK < kend) fetch(k0 + BK);
 #pragma unroll
     for (int kk = 0; kk < BK; kk += kK) {
       wmma::fragment<wmma::matrix_a, 16, 16, kK, typename Op::precision, wmma::row_major> fa[2];
