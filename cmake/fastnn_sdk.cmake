@@ -24,7 +24,23 @@ target_include_directories(fastnn INTERFACE
 # The library finds nothing of its own at run time (libgomp/libstdc++ come from the system).
 set_target_properties(fastnn PROPERTIES INSTALL_RPATH "" BUILD_WITH_INSTALL_RPATH OFF)
 
-install(TARGETS fastnn EXPORT fastnnTargets
+set(_fastnn_sdk_targets fastnn)
+
+# CUDA kernels as a C++ library (fastnn/cuda.h), from the object files _cuda links too.
+if(FASTNN_WITH_CUDA AND TARGET fastnn_cuda_kernels)
+  set(_fastnn_cuda_lib_sources ${FASTNN_CUDA_BACKEND_SOURCES})  # DeviceScratch & co. for launchers
+  list(FILTER _fastnn_cuda_lib_sources EXCLUDE REGEX "/module\\.cpp$")  # the Python module
+  add_library(fastnn_cuda SHARED "${CMAKE_SOURCE_DIR}/csrc/cuda_lib/cuda_api.cpp" ${_fastnn_cuda_lib_sources}
+              $<TARGET_OBJECTS:fastnn_cuda_kernels>)
+  add_library(fastnn::fastnn_cuda ALIAS fastnn_cuda)
+  target_include_directories(fastnn_cuda PRIVATE ${_fastnn_cuda_includes})
+  target_compile_options(fastnn_cuda PRIVATE ${FASTNN_WARNINGS})
+  target_link_libraries(fastnn_cuda PUBLIC fastnn PRIVATE CUDA::cudart_static)
+  set_target_properties(fastnn_cuda PROPERTIES INSTALL_RPATH "$ORIGIN" CUDA_RUNTIME_LIBRARY Static)
+  list(APPEND _fastnn_sdk_targets fastnn_cuda)
+endif()
+
+install(TARGETS ${_fastnn_sdk_targets} EXPORT fastnnTargets
         LIBRARY DESTINATION ${_fastnn_sdk_dir}/lib COMPONENT fastnn_sdk
         ARCHIVE DESTINATION ${_fastnn_sdk_dir}/lib COMPONENT fastnn_sdk
         RUNTIME DESTINATION ${_fastnn_sdk_dir}/lib COMPONENT fastnn_sdk)
@@ -45,5 +61,5 @@ if(NOT SKBUILD)
     COMMAND "${CMAKE_COMMAND}" --install "${CMAKE_BINARY_DIR}" --component fastnn_sdk
             --prefix "${CMAKE_BINARY_DIR}/python"
     COMMENT "Installing the C++ library, headers and CMake package into ${CMAKE_BINARY_DIR}/python/fastnn")
-  add_dependencies(fastnn_sdk fastnn)
+  add_dependencies(fastnn_sdk ${_fastnn_sdk_targets})
 endif()

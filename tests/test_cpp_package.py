@@ -51,6 +51,14 @@ def test_example_project_builds_and_runs(prefix, tmp_path):
         assert line in out, out
     assert "argument 'm': expected a size >= 0, got -1" in out
     assert out.rstrip().endswith("fastnn example: OK"), out
+    # A build with nvcc also ships libfastnn_cuda.so (fastnn/cuda.h); the example then builds a
+    # second program on it, which checks fastnn::cuda::gemm on a GPU or, without one, that the
+    # call fails with fastnn::Error instead of crashing.
+    if pathlib.Path(prefix, "lib", "libfastnn_cuda.so").exists():
+        out = run([str(build / "fastnn_cuda_example")])
+        assert out.rstrip().endswith("fastnn CUDA example: OK"), out
+    else:
+        assert not (build / "fastnn_cuda_example").exists()
 
 
 def test_version_mismatch_is_refused(prefix, tmp_path):

@@ -71,20 +71,16 @@ void expect_no_self_overlap(int64_t rows, int64_t cols, int64_t rs, int64_t cs, 
 
 fastnn::Conv2dArgs conv_plan(const fastnn_conv2d_geometry* g) {
   FASTNN_CHECK(g != nullptr, TypeError, "argument 'geometry': expected a fastnn_conv2d_geometry, got NULL");
-  expect_size(g->batch, "batch");
-  expect_size(g->in_channels, "in_channels", 1);
-  expect_size(g->in_h, "in_h");
-  expect_size(g->in_w, "in_w");
-  expect_size(g->out_channels, "out_channels", 1);
-  expect_size(g->kernel_h, "kernel_h", 1);
-  expect_size(g->kernel_w, "kernel_w", 1);
-  expect_size(g->stride_h, "stride_h", 1);
-  expect_size(g->stride_w, "stride_w", 1);
-  expect_size(g->pad_h, "pad_h");
-  expect_size(g->pad_w, "pad_w");
-  expect_size(g->dil_h, "dil_h", 1);
-  expect_size(g->dil_w, "dil_w", 1);
-  expect_size(g->groups, "groups", 1);
+  const struct {
+    int64_t value;
+    const char* name;
+    int64_t min;
+  } sizes[] = {{g->batch, "batch", 0},        {g->in_channels, "in_channels", 1}, {g->in_h, "in_h", 0},
+               {g->in_w, "in_w", 0},          {g->out_channels, "out_channels", 1}, {g->kernel_h, "kernel_h", 1},
+               {g->kernel_w, "kernel_w", 1},  {g->stride_h, "stride_h", 1},       {g->stride_w, "stride_w", 1},
+               {g->pad_h, "pad_h", 0},        {g->pad_w, "pad_w", 0},             {g->dil_h, "dil_h", 1},
+               {g->dil_w, "dil_w", 1},        {g->groups, "groups", 1}};
+  for (const auto& s : sizes) expect_size(s.value, s.name, s.min);
   FASTNN_CHECK(g->in_channels % g->groups == 0 && g->out_channels % g->groups == 0, ValueError,
                "argument 'groups': expected a divisor of in_channels (", g->in_channels, ") and out_channels (",
                g->out_channels, "), got ", g->groups);
