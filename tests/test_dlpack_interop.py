@@ -35,6 +35,16 @@ LN_OUT = [t.numpy() for t in ops.layer_norm(X, ROW, ROW)]
 MAX_OUT = [t.numpy() for t in ops.max(X, axis=1)]
 POOL_OUT = [t.numpy() for t in ops.max_pool2d(IMG, 2, return_indices=True)]
 ONE = np.ones((), np.float32)  # the upstream gradient of a reduced loss
+# Recurrent cells (batch 3, hidden 2) and one GRU layer over 4 steps; batch norm over IMG.
+GX4, GH4, GX3, GH3, H2, H2B = f32(3, 8), f32(3, 8), f32(3, 6), f32(3, 6), f32(3, 2), f32(3, 2)
+LSTM_OUT = [t.numpy() for t in ops.lstm_cell(GX4, GH4, H2)]
+GRU_OUT = [t.numpy() for t in ops.gru_cell(GX3, GH3, H2)]
+RNN_H = ops.rnn_cell(GX3[:, :2].copy(), GH3[:, :2].copy()).numpy()
+XPROJ, WHH, GY = f32(4, 3, 6), f32(6, 2), f32(4, 3, 2)
+_y, _hs, _cs, _saved = ops.rnn_layer_forward("gru", [XPROJ], [WHH])
+GRU_HS, GRU_SAVED = [h.numpy() for h in _hs], [t.numpy() for t in _saved]
+C3 = f32(3)
+BN_OUT = [t.numpy() for t in ops.batch_norm(IMG, C3, C3)]
 
 
 def inplace(arrays, T):
@@ -113,6 +123,18 @@ CASES = {
     "tanh": lambda T: ops.tanh(T(X)),
     "tanh_backward": lambda T: ops.tanh_backward(T(G), T(X)),
     "grad_norm": lambda T: ops.grad_norm([T(G), T(ROW)]),
+    "lstm_cell": lambda T: ops.lstm_cell(T(GX4), T(GH4), T(H2)),
+    "lstm_cell_backward":
+        lambda T: ops.lstm_cell_backward(T(H2B), T(H2B), T(LSTM_OUT[2]), T(H2), T(LSTM_OUT[1])),
+    "gru_cell": lambda T: ops.gru_cell(T(GX3), T(GH3), T(H2)),
+    "gru_cell_backward": lambda T: ops.gru_cell_backward(T(H2B), T(GRU_OUT[1]), T(H2)),
+    "rnn_cell": lambda T: ops.rnn_cell(T(GX3[:, :2]), T(GH3[:, :2])),
+    "rnn_cell_backward": lambda T: ops.rnn_cell_backward(T(H2B), T(RNN_H)),
+    "rnn_layer_forward": lambda T: ops.rnn_layer_forward("gru", [T(XPROJ)], [T(WHH)]),
+    "rnn_layer_backward": lambda T: ops.rnn_layer_backward("gru", T(GY), T(H2B[None]), None, [T(WHH)],
+                                                           [T(h) for h in GRU_HS], None, [T(t) for t in GRU_SAVED]),
+    "batch_norm": lambda T: ops.batch_norm(T(IMG), T(C3), T(C3)),
+    "batch_norm_backward": lambda T: ops.batch_norm_backward(T(IMG), T(IMG), T(C3), T(BN_OUT[1]), T(BN_OUT[2])),
 }
 
 
@@ -148,6 +170,8 @@ def public_ops():
 def as_numpy(r):
     if isinstance(r, (tuple, list)):
         return [as_numpy(x) for x in r]
+    if r is None:
+        return None
     if isinstance(r, fastnn.Tensor):
         return r.numpy()
     if isinstance(r, torch.Tensor):
@@ -172,7 +196,7 @@ def assert_same(a, b):
 def test_the_case_table_covers_the_public_ops():
     missing = sorted(KNOWN - set(public_ops()))
     assert not missing, f"cases for ops that no longer exist: {missing}"
-    assert len(KNOWN) >= 60
+    assert len(KNOWN) >= 70
 
 
 def test_new_ops_have_a_case():

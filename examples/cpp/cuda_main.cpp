@@ -28,6 +28,12 @@ int main() {
     } catch (const fastnn::Error& e) {
       std::printf("no GPU: fastnn::cuda::gemm threw fastnn::Error: %s\n", e.what());
     }
+    try {  // a kernel reached by name: an unknown name is refused before any CUDA call
+      fastnn::cuda::launch("no_such_kernel", g, nullptr);
+      return 1;
+    } catch (const fastnn::ValueError& e) {
+      std::printf("%s\n", e.what());
+    }
     std::printf("fastnn CUDA example: OK\n");
     return 0;
   }

@@ -6,10 +6,16 @@
 // architectures fastnn was built for (FASTNN_CUDA_ARCHITECTURES).
 //
 // The calls are asynchronous on `stream` (nullptr = the legacy default stream) and trust their
-// arguments, like the CPU API; a failed launch throws fastnn::Error. Families whose CUDA
-// kernels exist in this version: GEMM and the fused optimizers; the others run on the CPU API.
+// arguments, like the CPU API; a failed launch throws fastnn::Error. GEMM and the fused
+// optimizers have named functions; every other CUDA kernel family (convolution, pooling, the
+// training kernels, ...) registers its launchers by name (FASTNN_CUDA_OP in
+// csrc/cuda_backend/*_ops.cpp) and is reached through launch(), e.g.
+//   fastnn::cuda::launch("conv2d_forward", conv2d_args, stream);
 #pragma once
 
+#include <cstddef>
+
+#include "fastnn/conv.h"
 #include "fastnn/gemm.h"
 #include "fastnn/optim.h"
 
@@ -25,5 +31,22 @@ void gemm(const GemmArgs& args, Stream stream);
 // point to device memory (found_inf, if set, is a device pointer).
 void adam(const AdamArgs& args, Stream stream);
 void sgd(const SgdArgs& args, Stream stream);
+
+// The kernel registered as `op` with an argument struct of args_size bytes; `device` is the
+// device of the stream (and must be current): device scratch memory comes from fastnn's
+// caching allocator on it. Unknown op or wrong struct size: fastnn::ValueError.
+void launch(const char* op, const void* args, size_t args_size, Stream stream, int device = 0);
+template <class Args>
+void launch(const char* op, const Args& args, Stream stream, int device = 0) {
+  launch(op, &args, sizeof(Args), stream, device);
+}
+// Convolution (fastnn/conv.h semantics), through the registered launchers.
+inline void conv2d_forward(const Conv2dArgs& a, Stream s, int device = 0) { launch("conv2d_forward", a, s, device); }
+inline void conv2d_backward_input(const Conv2dArgs& a, Stream s, int device = 0) {
+  launch("conv2d_backward_input", a, s, device);
+}
+inline void conv2d_backward_weight(const Conv2dArgs& a, Stream s, int device = 0) {
+  launch("conv2d_backward_weight", a, s, device);
+}
 
 }  // namespace fastnn::cuda
