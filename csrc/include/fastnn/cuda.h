@@ -15,6 +15,7 @@
 
 #include <cstddef>
 
+#include "fastnn/attention.h"
 #include "fastnn/conv.h"
 #include "fastnn/gemm.h"
 #include "fastnn/optim.h"
@@ -47,6 +48,13 @@ inline void conv2d_backward_input(const Conv2dArgs& a, Stream s, int device = 0)
 }
 inline void conv2d_backward_weight(const Conv2dArgs& a, Stream s, int device = 0) {
   launch("conv2d_backward_weight", a, s, device);
+}
+// Fused attention (fastnn/attention.h semantics).
+inline void attention_forward(const AttentionArgs& a, Stream s, int device = 0) {
+  launch("attention_forward", a, s, device);
+}
+inline void attention_backward(const AttentionArgs& a, Stream s, int device = 0) {
+  launch("attention_backward", a, s, device);
 }
 
 }  // namespace fastnn::cuda
