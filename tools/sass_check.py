@@ -2,8 +2,8 @@
 """SASS check of the CUDA GEMM: the tensor-core kernels really issue tensor-core instructions.
 
 Compiles kernels/gemm_tensor_core.cu and kernels/gemm_fp32.cu with nvcc for one architecture
-(default sm_80), disassembles them with cuobjdump (the `nvidia-cuda-cuobjdump` wheel from PyPI, or
-one on PATH) and checks, per kernel instance:
+(default sm_80), disassembles them with cuobjdump (the `nvidia-cuda-cuobjdump` and `nvidia-cuda-nvdisasm`
+wheels from PyPI, or both on PATH) and checks, per kernel instance:
   * every gemm_wmma_kernel<...> contains HMMA instructions (TF32: HMMA.1684.F32.TF32; BF16/FP16:
     HMMA.16816.F32.BF16 / HMMA.16816.F32) and LDGSTS (cp.async);
   * every sgemm_tiled_kernel<...> contains FFMA and LDGSTS and no HMMA.
@@ -48,15 +48,19 @@ def functions(sass: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
-def check(arch: str, nvcc: str, cuobjdump: str) -> list[str]:
+def check(arch: str, nvcc: str, cuobjdump: str, files=tuple(FILES)) -> list[str]:
     failures = []
+    env = dict(os.environ)
+    if os.access(os.path.join(os.path.dirname(cuobjdump), "nvdisasm"), os.X_OK):  # the nvidia-cuda-nvdisasm wheel
+        env.setdefault("NVDISASM_PATH", os.path.dirname(cuobjdump))
     with tempfile.TemporaryDirectory() as tmp:
-        for src, kernel in FILES.items():
+        for src in files:
+            kernel = FILES[src]
             obj = os.path.join(tmp, os.path.basename(src) + ".o")
             cmd = [nvcc, "-c", src, "-o", obj, "-std=c++17", "--expt-relaxed-constexpr",
                    f"-gencode=arch=compute_{arch},code=sm_{arch}"] + [f"-I{i}" for i in INCLUDES]
             subprocess.run(cmd, cwd=ROOT, check=True)
-            r = subprocess.run([cuobjdump, "-sass", obj], capture_output=True, text=True)
+            r = subprocess.run([cuobjdump, "-sass", obj], capture_output=True, text=True, env=env)
             if r.returncode != 0:
                 raise RuntimeError(f"{cuobjdump} -sass {obj} failed ({r.returncode}): {r.stderr.strip()}")
             sass = r.stdout
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cuobjdump = find_cuobjdump(args.cuobjdump)
     if cuobjdump is None or shutil.which(args.nvcc) is None:
-        print("sass_check: nvcc or cuobjdump not found (pip install nvidia-cuda-cuobjdump)", file=sys.stderr)
+        print("sass_check: nvcc or cuobjdump not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)", file=sys.stderr)
         return 2
     failures = check(args.arch, args.nvcc, cuobjdump)
     for f in failures:
