@@ -17,11 +17,13 @@
 //
 // Tiles (chosen in gemm.cu): 128x128 with 8 warps of 64x32; 64x64 with 4 warps of 32x32.
 // Roofline on paper (docs/CUDA.md "GEMM"): a 128x128 tile reads (128+128)*BK elements
-// per 2*128*128*BK flops: 64 flop/B for 16-bit inputs, 32 flop/B for TF32, above the
-// balance points (A100: 312 TFLOP/s BF16 / 1.56 TB/s = 200 flop/B from DRAM, but the
-// L2 reuse across blocks raises the effective intensity by ~the grid width) -> compute-
-// bound at large sizes. wmma without ldmatrix/swizzling and with a 2-stage pipeline
-// typically reaches 50-70% of the tensor peak; small shapes are latency-bound.
+// per 2*128*128*BK flops: 64 flop/B for 16-bit inputs, 32 flop/B for TF32, below the DRAM
+// balance points (A100-SXM4-80GB: 312 TFLOP/s BF16 / 2.04 TB/s = 153 flop/B; H100-SXM5:
+// 989 / 3.35 = 295), so the bound is operand bandwidth: L2 reuse across the blocks of a
+// wave raises the DRAM intensity several-fold, leaving L2 / shared-memory bandwidth as the
+// limit. wmma without ldmatrix swizzling and a 2-stage pipeline: expect ~40-60% of the
+// tensor peak on A100, ~25-40% on H100 (mma.sync-class, no wgmma); small shapes are
+// latency-bound.
 #include "cuda_compat.cuh"
 
 #include <cstdint>
