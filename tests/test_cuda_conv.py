@@ -245,3 +245,22 @@ def test_tensor_core_argument_errors():
         _C.conv2d(x, w, allow_tf32="yes")
     with pytest.raises(TypeError, match="'grad_out'.*float32"):
         _C.conv2d_backward(dev(np.zeros((1, 4, 3, 3), np.float32)).to("bfloat16"), x.to("bfloat16"), w.to("bfloat16"))
+
+
+def test_allow_tf32_follows_the_global_switch(rng):
+    """allow_tf32=None follows fastnn.cuda.set_allow_tf32 (shared with the GEMM); an explicit value wins."""
+    import fastnn
+
+    xs, ws, kw = CASES[0]
+    x, w = dev(rng.standard_normal(xs).astype(np.float32)), dev(rng.standard_normal(ws).astype(np.float32))
+    fp32, tf32 = host(_C.conv2d(x, w, allow_tf32=False, **kw)), host(_C.conv2d(x, w, allow_tf32=True, **kw))
+    assert np.any(fp32 != tf32)
+    before = fastnn.cuda.get_allow_tf32()
+    try:
+        fastnn.cuda.set_allow_tf32(True)
+        np.testing.assert_array_equal(host(_C.conv2d(x, w, **kw)), tf32)
+        np.testing.assert_array_equal(host(_C.conv2d(x, w, allow_tf32=False, **kw)), fp32)
+        fastnn.cuda.set_allow_tf32(False)
+        np.testing.assert_array_equal(host(_C.conv2d(x, w, **kw)), fp32)
+    finally:
+        fastnn.cuda.set_allow_tf32(before)

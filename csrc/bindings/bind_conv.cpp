@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bindings/common.h"
+#include "bindings/cuda_settings.h"
 #include "bindings/spatial_args.h"
 #include "core/cuda_backend.h"
 #include "fastnn/conv.h"
@@ -97,9 +98,10 @@ Conv2dArgs plan(const Tensor& x, const Tensor& w, py::handle stride_o, py::handl
   return a;
 }
 
-// None: the process-wide setting (off unless enabled); True / False: this call only.
+// None: the process-wide setting (fastnn.cuda.set_allow_tf32, default off); True / False:
+// this call only.
 bool allow_tf32_arg(py::handle o, const char* op) {
-  if (o.is_none()) return false;
+  if (o.is_none()) return allow_tf32_setting().load(std::memory_order_relaxed);
   if (!py::isinstance<py::bool_>(o))
     throw TypeError(detail::concat(op, ": argument 'allow_tf32': expected None or a bool, got ", pyrepr(o)));
   return o.cast<bool>();
@@ -210,7 +212,7 @@ FASTNN_BINDINGS(conv) {
         py::arg("activation") = py::none(), py::arg("allow_tf32") = py::none(),
         "act(conv2d(x, weight) + bias), float32 NCHW / OIHW, PyTorch semantics. On CUDA, x and weight may "
         "also be both bfloat16 or both float16 (tensor cores, FP32 accumulation, float32 output), and "
-        "allow_tf32=True lets float32 run on TF32 tensor cores.");
+        "allow_tf32=True (default: fastnn.cuda.set_allow_tf32) lets float32 run on TF32 tensor cores.");
   m.def("conv2d_backward", &conv2d_backward_py, py::arg("grad_out"), py::arg("x"), py::arg("weight"),
         py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
         py::arg("need_input") = true, py::arg("need_weight") = true, py::arg("need_bias") = true,

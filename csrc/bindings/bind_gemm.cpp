@@ -15,16 +15,14 @@
 #include <optional>
 
 #include "bindings/common.h"
+#include "bindings/cuda_settings.h"
 #include "fastnn/gemm.h"
 
 namespace fastnn::bindings {
 namespace {
 
-// Configuration of the CUDA GEMM (not kernel state: copied into each GemmArgs).
-std::atomic<bool>& allow_tf32_setting() {
-  static std::atomic<bool> v{false};
-  return v;
-}
+// Configuration of the CUDA GEMM (not kernel state: copied into each GemmArgs); the TF32
+// switch, shared with the convolution, is in bindings/cuda_settings.h.
 std::atomic<int>& gemm_tile_setting() {
   static std::atomic<int> v{0};
   return v;
@@ -603,10 +601,10 @@ FASTNN_BINDINGS(gemm) {
         py::arg("need_bias") = true, "(grad_x, grad_weight, grad_bias or None) of linear (no activation).");
   m.def(
       "_set_allow_tf32", [](bool v) { allow_tf32_setting().store(v, std::memory_order_relaxed); }, py::arg("allow"),
-      "CUDA GEMM: let float32 products use TF32 tensor cores (default False).");
+      "CUDA GEMM and conv2d: let float32 products use TF32 tensor cores (default False).");
   m.def(
       "_get_allow_tf32", [] { return allow_tf32_setting().load(std::memory_order_relaxed); },
-      "CUDA GEMM: whether float32 products may use TF32 tensor cores.");
+      "CUDA GEMM and conv2d: whether float32 products may use TF32 tensor cores.");
   m.def("_set_gemm_tile", &set_gemm_tile, py::arg("tile"),
         "CUDA GEMM block tile: 0 = heuristic (default), 64 or 128 = forced.");
   m.def(

@@ -115,8 +115,9 @@ _select()
 
 # ---- GEMM configuration (kernels/gemm.cu; docs/CUDA.md "GEMM") ----------------------------
 def set_allow_tf32(allow: bool) -> None:
-    """Let float32 matrix products on 'cuda' round their operands to TF32 (10-bit mantissa) and run on
-    tensor cores, like ``torch.backends.cuda.matmul.allow_tf32``. Default False: FP32 CUDA cores."""
+    """Let float32 matrix products and convolutions on 'cuda' round their operands to TF32 (10-bit
+    mantissa) and run on tensor cores, like ``torch.backends.cuda.matmul.allow_tf32``. Default False:
+    FP32 CUDA cores. (conv2d's ``allow_tf32=`` argument overrides it per call.)"""
     _C._set_allow_tf32(bool(allow))
 
 
