@@ -3,22 +3,27 @@
 // All argument parsing and validation happens here (ints or pairs, 'same' / 'valid'
 // padding, output size, channel / groups / weight / bias consistency, dtype, device,
 // ndim); the kernels (fastnn/conv.h) trust what they get. Inputs that are not dense
-// C-contiguous are copied once.
+// C-contiguous are copied once. CUDA tensors run the CUDA kernels (conv_ops.cpp, by name
+// through the backend), with the same arguments and no host round trip.
 #include <string>
 
 #include "bindings/common.h"
 #include "bindings/spatial_args.h"
+#include "core/cuda_backend.h"
 #include "fastnn/conv.h"
 
 namespace fastnn::bindings {
 namespace {
 using namespace spatial;
 
+// The loop-nest reference exists on the CPU only.
 void expect_cpu(const Tensor& t, const char* op, const char* arg) {
   FASTNN_CHECK(t.device().type == DeviceType::cpu, ValueError, op, ": argument '", arg,
-               "': expected a tensor on device 'cpu' (no CUDA convolution kernel yet), got device '",
+               "': expected a tensor on device 'cpu' (the reference runs on the CPU), got device '",
                t.device().str(), "'");
 }
+
+bool on_cuda(const Tensor& t) { return t.device().type == DeviceType::cuda; }
 
 
 // Parses and validates everything but the data; fills the sizes of `a`.
@@ -26,7 +31,6 @@ Conv2dArgs plan(const Tensor& x, const Tensor& w, py::handle stride_o, py::handl
                 int64_t groups, const char* op) {
   expect_f32_4d(x, op, "x");
   expect_f32_4d(w, op, "weight");
-  expect_cpu(x, op, "x");
   expect_same_device(w, x.device(), op, "weight");
   FASTNN_CHECK(groups >= 1, ValueError, op, ": argument 'groups': expected an int >= 1, got ", groups);
   const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
@@ -100,7 +104,10 @@ py::object conv2d_py(py::handle x_o, py::handle w_o, py::handle bias_o, py::hand
   a.x = x.data_as<float>(), a.weight = w.data_as<float>();
   a.bias = bias.defined() ? bias.data_as<float>() : nullptr;
   a.y = y.data_as<float>();
-  without_gil([&] { cpu::conv2d_forward(a); });
+  without_gil([&] {
+    if (on_cuda(x)) cuda_op("conv2d_forward", a, x.device().index);
+    else cpu::conv2d_forward(a);
+  });
   return wrap(y);
 }
 
@@ -125,6 +132,13 @@ py::tuple conv2d_backward_py(py::handle gy_o, py::handle x_o, py::handle w_o, py
   a.dw = need_weight ? gw.data_as<float>() : nullptr;
   a.db = need_bias ? gb.data_as<float>() : nullptr;
   without_gil([&] {
+    if (on_cuda(x)) {
+      const int dev = x.device().index;
+      if (need_input) cuda_op("conv2d_backward_input", a, dev);
+      if (need_weight) cuda_op("conv2d_backward_weight", a, dev);  // also fills db when a.db is set
+      else if (need_bias) cuda_op("conv2d_backward_bias", a, dev);
+      return;
+    }
     if (need_input) cpu::conv2d_backward_input(a);
     if (need_weight) cpu::conv2d_backward_weight(a);  // also fills db when a.db is set
     else if (need_bias) cpu::conv2d_backward_bias(a);
@@ -139,6 +153,7 @@ py::tuple conv2d_reference_py(py::handle x_o, py::handle w_o, py::handle bias_o,
   const char* op = "conv2d_reference";
   Tensor x = dense(to_tensor(x_o, op, "x"));
   Tensor w = dense(to_tensor(w_o, op, "weight"));
+  expect_cpu(x, op, "x");
   Conv2dArgs a = plan(x, w, stride_o, padding_o, dilation_o, groups, op);
   Tensor bias = check_bias(bias_o, a.out_channels, x.device(), op);
   Tensor gy = dense(to_tensor(gy_o, op, "grad_out"));
