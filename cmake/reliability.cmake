@@ -40,5 +40,8 @@ function(_fastnn_reliability_apply)
 endfunction()
 
 if(FASTNN_SANITIZE OR FASTNN_COVERAGE)
+  # No link-time optimisation (pybind11 adds -flto by default): an LTO link of instrumented
+  # modules recompiles everything at -O3 and took longer than the whole compile here.
+  set(CMAKE_INTERPROCEDURAL_OPTIMIZATION OFF)
   cmake_language(DEFER DIRECTORY "${CMAKE_SOURCE_DIR}" CALL _fastnn_reliability_apply)
 endif()

@@ -31,6 +31,34 @@ def not_on_device(exc):
     return isinstance(exc, (RuntimeError, ValueError, TypeError)) and bool(_NOT_ON_DEVICE.search(str(exc)))
 
 
+# Known defects found by these suites, reported to their owners: the test is marked xfail (not
+# strict: it passes again as soon as the op is fixed) instead of turning the suite red.
+KNOWN_ISSUES = {
+    ("binary_backward", "cuda"): "ops.binary_backward('sub'/'div') multiplies a cuda grad by a host NumPy scalar "
+                                 "(python/fastnn/ops/nn.py) -> ValueError",
+    ("mean_backward", "cuda"): "ops.mean_backward multiplies a cuda grad by a host NumPy scalar "
+                               "(python/fastnn/ops/nn.py) -> ValueError",
+}
+
+
+def handle_unsupported(exc, name, device):
+    """In a test: skip on a device without the kernel, xfail a known defect, else re-raise."""
+    import pytest
+    if device != "cpu" and not_on_device(exc) and (name, device) not in KNOWN_ISSUES:
+        pytest.skip(f"no {device} kernel yet: {exc}")
+    if (name, device) in KNOWN_ISSUES:
+        pytest.xfail(KNOWN_ISSUES[(name, device)])
+    raise exc
+
+
+def skip_if_no_kernel(exc, device):
+    """In a test of a whole model: skip while one of its layers has no kernel on `device`."""
+    import pytest
+    if device != "cpu" and not_on_device(exc):
+        pytest.skip(f"a layer has no {device} kernel yet: {exc}")
+    raise exc
+
+
 def dev(a, device):
     t = fnn.from_numpy(np.array(a))  # a copy: in-place ops must not touch the case's inputs
     return t if device == "cpu" else t.to(device)
@@ -236,14 +264,6 @@ def _activation_backward(rng, d):
     return lambda: ops.activation_backward(g, x, "silu")
 
 
-def _softmax_backward(name):
-    def make(rng, d):
-        y, g = dev(_f(rng, 7, 33), d), dev(_f(rng, 7, 33), d)
-        fn = getattr(ops, name)
-        return lambda: fn(g, y)
-    return make
-
-
 def _ce_inputs(rng, d):
     logits = dev(_f(rng, 9, 17), d)
     t = rng.integers(0, 17, 9).astype(np.int64)
@@ -323,9 +343,11 @@ def _embedding(rng, d):
 
 def _embedding_backward(rng, d):
     idx, g = dev(rng.integers(0, 17, (5, 9)).astype(np.int64), d), dev(_f(rng, 5, 9, 33), d)
-    # CUDA embedding backward accumulates duplicate rows with atomics: its deterministic path, if any.
-    kw = {"deterministic": True} if "deterministic" in inspect.signature(ops.embedding_backward).parameters else {}
-    return lambda: ops.embedding_backward(g, idx, 17, **kw)
+    # CUDA embedding backward accumulates duplicate rows with atomics by default: the reliability
+    # suites call its deterministic path (the public op's keyword, else the binding's argument).
+    if "deterministic" in inspect.signature(ops.embedding_backward).parameters:
+        return lambda: ops.embedding_backward(g, idx, 17, deterministic=True)
+    return lambda: fnn._C.embedding_backward(g, idx, 17, True)
 
 
 def _broadcast_to(rng, d):
@@ -367,8 +389,8 @@ CASES = {
     "attention": _attention, "attention_backward": _attention_backward,
     "adam_": _adam_, "sgd_": _sgd_, "clip_grad_norm_": _clip_grad_norm_, "grad_norm": _grad_norm,
     "activation": _activation, "activation_backward": _activation_backward,
-    "softmax_backward": _softmax_backward("softmax_backward"),
-    "log_softmax_backward": _softmax_backward("log_softmax_backward"),
+    "softmax_backward": _unary_backward("softmax_backward"),  # (grad, y): same form
+    "log_softmax_backward": _unary_backward("log_softmax_backward"),
     "cross_entropy": _cross_entropy, "cross_entropy_forward_backward": _cross_entropy_forward_backward,
     "cross_entropy_backward": _cross_entropy_backward,
     "binary_cross_entropy_with_logits": _bce_fwd, "binary_cross_entropy_with_logits_backward": _bce_bwd,

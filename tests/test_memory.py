@@ -6,7 +6,7 @@
   the caching allocator hides it from the RSS).
   The count: FASTNN_MEMORY_CALLS (default 10000 by hand: ``FASTNN_MEMORY_CALLS=10000 pytest
   tests/test_memory.py``); CI sets a smaller count, and slow ops (emulated CUDA, attention, conv)
-  are capped by a per-op time budget (FASTNN_MEMORY_SECONDS, default 2 s) with a floor of 20 calls.
+  are capped by a per-op time budget (FASTNN_MEMORY_SECONDS, default 0.5 s) with a floor of 5 calls (the live-bytes check needs one).
 * An allocation too large for the machine raises MemoryError naming the size in bytes, for a
   tensor factory and inside an op, on the CPU and on the emulated device; the process then keeps
   working (the next call succeeds and frees normally).
@@ -27,8 +27,8 @@ import op_cases as C
 from conftest import DEVICES
 
 CALLS = int(os.environ.get("FASTNN_MEMORY_CALLS", "10000"))
-SECONDS = float(os.environ.get("FASTNN_MEMORY_SECONDS", "2"))
-MIN_CALLS = 20
+SECONDS = float(os.environ.get("FASTNN_MEMORY_SECONDS", "0.5"))
+MIN_CALLS = 5
 RSS_SLACK_MIB = 4.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -50,18 +50,15 @@ def test_no_leak(name, device):
         call = C.make(name, device)
         out = call()  # warm-up: caches, thread pools, lazily created state
     except Exception as e:  # noqa: BLE001
-        if device != "cpu" and C.not_on_device(e):
-            pytest.skip(f"no {device} kernel yet: {e}")
-        raise
+        C.handle_unsupported(e, name, device)
     del out
-    t0 = time.perf_counter()
-    for _ in range(10):
-        call()
-    per_call = (time.perf_counter() - t0) / 10
-    n = int(min(CALLS, max(MIN_CALLS, SECONDS / max(per_call, 1e-9))))
+    call()
     live0, rss0 = _live_bytes(device), _rss_mib()
-    for _ in range(n):
+    n, t0 = 0, time.perf_counter()
+    # The budget is checked as we go: on a loaded machine one call's time varies 100-fold.
+    while n < CALLS and (n < MIN_CALLS or time.perf_counter() - t0 < SECONDS):
         call()
+        n += 1
     live1, rss1 = _live_bytes(device), _rss_mib()
     assert live1 <= live0, f"{name}: {live1 - live0} bytes of tensors still allocated after {n} calls"
     assert rss1 - rss0 < RSS_SLACK_MIB, f"{name}: RSS grew by {rss1 - rss0:.1f} MiB over {n} calls"
