@@ -12,7 +12,9 @@
 
 namespace fastnn::cuda_kernels {
 
-// kernels/conv_implicit_gemm.cu: implicit GEMM, any stride / padding / dilation / groups.
+// kernels/conv_implicit_gemm.cu: implicit GEMM, any stride / padding / dilation / groups;
+// FP32 CUDA cores, or tensor cores (kernels/conv_implicit_gemm_wmma.cu) for 16-bit inputs
+// and for float32 with allow_tf32.
 void conv2d_forward_igemm(const Conv2dArgs& a, cudaStream_t stream);
 void conv2d_backward_input_igemm(const Conv2dArgs& a, cudaStream_t stream);
 // Split-K partial sums of dw go to `workspace` (conv2d_backward_weight_workspace(a) floats,
@@ -20,9 +22,10 @@ void conv2d_backward_input_igemm(const Conv2dArgs& a, cudaStream_t stream);
 int64_t conv2d_backward_weight_workspace(const Conv2dArgs& a);
 void conv2d_backward_weight_igemm(const Conv2dArgs& a, float* workspace, cudaStream_t stream);
 
-// kernels/conv_depthwise.cu: groups == in_channels (> 1), any channel multiplier.
+// kernels/conv_depthwise.cu: groups == in_channels (> 1), any channel multiplier, float32
+// (memory-bound: tensor cores would not help; 16-bit inputs take the implicit GEMM).
 inline bool conv2d_is_depthwise(const Conv2dArgs& a) {
-  return a.groups > 1 && a.groups == a.in_channels;
+  return a.groups > 1 && a.groups == a.in_channels && a.dtype == DType::float32;
 }
 void conv2d_forward_depthwise(const Conv2dArgs& a, cudaStream_t stream);
 void conv2d_backward_input_depthwise(const Conv2dArgs& a, cudaStream_t stream);
