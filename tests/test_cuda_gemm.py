@@ -128,7 +128,7 @@ def test_paths_tiles_trans(rng, path, tile, trans_a, trans_b):
 
 @pytest.mark.parametrize("path", PATHS[:3])
 def test_exact_tile_multiples_and_k_tails(rng, path):
-    # 128x128 blocks, K = one and several K-steps of each path (8/16 fp32, 16 tf32, 32 bf16/fp16) + tails.
+    # 128x128 blocks, K = one and several K-steps of each path (8 fp32, 16 tf32, 32 bf16/fp16) + tails.
     for k in (8, 16, 32, 33, 96):
         gemm_case(rng, path, 128, 128, k, tile=128)
 
