@@ -53,12 +53,14 @@ __device__ __forceinline__ float unary_op(UnaryOp op, float x, float s) {
     case UnaryOp::abs: return fabsf(x);
     case UnaryOp::sign: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : x);  // +-0 and NaN pass through
     case UnaryOp::neg: return -x;
-    case UnaryOp::pow: return s == 2.0f ? x * x : powf(x, s);
+    case UnaryOp::pow:  // x ** 0.5 is sqrt(x) as in NumPy and the CPU kernel ((-inf) ** 0.5 = NaN)
+      return s == 2.0f ? x * x : (s == 0.5f ? sqrtf(x) : powf(x, s));
     case UnaryOp::rpow: return powf(s, x);
     case UnaryOp::add: return x + s;
     case UnaryOp::mul: return x * s;
     case UnaryOp::rsub: return s - x;
     case UnaryOp::rdiv: return s / x;
+    case UnaryOp::div: return x / s;
     default: return s;  // fill
   }
 }

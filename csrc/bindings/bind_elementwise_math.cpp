@@ -17,11 +17,11 @@ Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : contiguous(t); }
 
 UnaryOp parse_unary(const std::string& s) {
   static const char* names[] = {"exp", "log", "sqrt", "rsqrt", "abs", "sign", "neg",
-                                "pow", "rpow", "add", "mul", "rsub", "rdiv", "fill"};
-  for (int i = 0; i < 14; ++i)
+                                "pow", "rpow", "add", "mul", "rsub", "rdiv", "fill", "div"};
+  for (int i = 0; i < 15; ++i)
     if (s == names[i]) return static_cast<UnaryOp>(i);
   throw ValueError("unary: argument 'op': expected one of 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'sign', 'neg', "
-                   "'pow', 'rpow', 'add', 'mul', 'rsub', 'rdiv', 'fill', got '" + s + "'");
+                   "'pow', 'rpow', 'add', 'mul', 'rsub', 'rdiv', 'fill', 'div', got '" + s + "'");
 }
 
 CompareOp parse_compare(const std::string& s) {
@@ -145,7 +145,7 @@ FASTNN_BINDINGS(elementwise_math) {
       },
       py::arg("x"), py::arg("op"), py::arg("scalar") = 0.0f,
       "y = op(x, scalar) elementwise, float32: exp log sqrt rsqrt abs sign neg, pow (x**scalar), "
-      "rpow (scalar**x), add mul rsub (scalar - x) rdiv (scalar / x), fill (scalar).");
+      "rpow (scalar**x), add mul div (x / scalar) rsub (scalar - x) rdiv (scalar / x), fill (scalar).");
   m.def(
       "full",
       [](const Shape& shape, float value, py::object device) {

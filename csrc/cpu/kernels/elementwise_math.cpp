@@ -32,6 +32,36 @@
 namespace {
 constexpr int64_t kGrain = 32768;
 
+// e^x over the whole float range. train_vec.h's vexp clamps x at Cephes' 88.376 (results up to
+// 2.4e38 only, where expf reaches 3.4e38 at 88.72) and flushes x < -103 to 0 (denormal results
+// reach down to x = -103.97); same polynomial, full range here.
+static inline VF vexp_full(VF x) {
+#if FASTNN_ISA_LEVEL >= 1
+  VF xc = vmin(vmax(x, vset(-104.0f)), vset(88.72283935546875f));
+  VF n = vround(vmul(xc, vset(1.44269504088896341f)));
+  VF r = vfnma(n, vset(0.693359375f), xc);
+  r = vfnma(n, vset(-2.12194440e-4f), r);
+  VF p = vset(1.9875691500E-4f);
+  p = vfma(p, r, vset(1.3981999507E-3f));
+  p = vfma(p, r, vset(8.3334519073E-3f));
+  p = vfma(p, r, vset(4.1665795894E-2f));
+  p = vfma(p, r, vset(1.6666665459E-1f));
+  p = vfma(p, r, vset(5.0000001201E-1f));
+  p = vfma(p, vmul(r, r), vadd(r, vset(1.0f)));
+#if FASTNN_ISA_LEVEL == 2
+  VF y = _mm512_scalef_ps(p, n);  // p * 2^n with gradual underflow, one rounding
+#else
+  VF n1 = vround(vmul(n, vset(0.5f)));  // 2^n as two normal factors (n in [-150, 128])
+  VF y = vmul(vmul(p, vpow2i(n1)), vpow2i(vsub(n, n1)));
+#endif
+  y = vsel(vlt(x, vset(-104.0f)), vzero(), y);
+  y = vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
+  return vsel(vne(x, x), x, y);
+#else
+  return std::exp(x);
+#endif
+}
+
 // log with denormal inputs handled (train_vec.h's vlog returns -inf below FLT_MIN).
 static inline VF vlog_full(VF x) {
 #if FASTNN_ISA_LEVEL >= 1
@@ -72,9 +102,6 @@ static inline VF vsign(VF x) {
   return vsel(vne(x, x), x, r);
 }
 
-// sqrt with pow's value at -inf (pow(-inf, 0.5) = +inf; sqrt(-inf) = NaN)
-static inline VF vsqrt_pow(VF x) { return vsel(vlt(x, vset(-3.4028235e38f)), vset(INFINITY), vsqrt(x)); }
-
 template <typename F>
 void map(const fastnn::UnaryArgs& a, F&& f) {
   fastnn::cpu::parallel_for(a.n, kGrain, [&](int64_t b, int64_t e) {
@@ -98,8 +125,11 @@ void pow_scalar(const fastnn::UnaryArgs& a) {
   if (p == 3.0f) return map(a, [](VF x) { return vmul(vmul(x, x), x); });
   if (p == -1.0f) return map(a, [&](VF x) { return vdiv(one, x); });
   if (p == -2.0f) return map(a, [&](VF x) { return vdiv(one, vmul(x, x)); });
-  if (p == 0.5f) return map(a, [](VF x) { return vsqrt_pow(x); });
-  if (p == -0.5f) return map(a, [&](VF x) { return vdiv(one, vsqrt_pow(x)); });
+  // NumPy computes x ** 0.5 as sqrt(x) (so (-inf) ** 0.5 is NaN, not C's +inf), but x ** -0.5 with
+  // pow ((-inf) ** -0.5 = 0): the same here
+  if (p == 0.5f) return map(a, [](VF x) { return vsqrt(x); });
+  if (p == -0.5f)
+    return map(a, [&](VF x) { return vsel(vlt(x, vset(-3.4028235e38f)), vzero(), vdiv(one, vadd(vsqrt(x), vzero()))); });  // +0: pow(-0, -0.5) = +inf
   map_scalar(a, [p](float x) { return std::pow(x, p); });
 }
 
@@ -165,7 +195,7 @@ void unary(const fastnn::UnaryArgs& a) {
   const float s = a.s;
   const VF sv = vset(s);
   switch (a.op) {
-    case UnaryOp::exp: return map(a, [](VF x) { return vexp(x); });
+    case UnaryOp::exp: return map(a, [](VF x) { return vexp_full(x); });
     case UnaryOp::log: return map(a, [](VF x) { return vlog_full(x); });
     case UnaryOp::sqrt: return map(a, [](VF x) { return vsqrt(x); });
     case UnaryOp::rsqrt: return map(a, [](VF x) { return vdiv(vset(1.0f), vsqrt(x)); });
@@ -178,6 +208,7 @@ void unary(const fastnn::UnaryArgs& a) {
     case UnaryOp::mul: return map(a, [&](VF x) { return vmul(x, sv); });
     case UnaryOp::rsub: return map(a, [&](VF x) { return vsub(sv, x); });
     case UnaryOp::rdiv: return map(a, [&](VF x) { return vdiv(sv, x); });
+    case UnaryOp::div: return map(a, [&](VF x) { return vdiv(x, sv); });
     case UnaryOp::fill:
       fastnn::cpu::parallel_for(a.n, kGrain, [&](int64_t b, int64_t e) { std::fill(a.y + b, a.y + e, s); });
       return;

@@ -14,9 +14,9 @@ namespace fastnn {
 // y[i] = f(x[i], s) over n contiguous float32 elements. NaN/Inf follow NumPy:
 //   exp, log (log(0) = -inf, log(<0) = NaN), sqrt, rsqrt = 1/sqrt, abs, sign (sign(NaN) = NaN,
 //   sign(0) = 0), neg, pow = x^s (C/NumPy pow semantics), rpow = s^x, add = x + s, mul = x * s,
-//   rsub = s - x, rdiv = s / x, fill = s (x unused, may be null).
+//   rsub = s - x, rdiv = s / x, fill = s (x unused, may be null), div = x / s.
 enum class UnaryOp : int {
-  exp = 0, log, sqrt, rsqrt, abs, sign, neg, pow, rpow, add, mul, rsub, rdiv, fill
+  exp = 0, log, sqrt, rsqrt, abs, sign, neg, pow, rpow, add, mul, rsub, rdiv, fill, div
 };
 struct UnaryArgs {
   UnaryOp op = UnaryOp::exp;
