@@ -6,9 +6,10 @@ code beside each kernel call (marked ``# fallback``) runs only for
 
 * other dtypes (float64 gradient checks, integer tensors in comparisons with mixed dtypes), and
 * CUDA tensors given to a kernel that does not accept them yet: the binding raises "not
-  implemented on cuda", the op's name is remembered in ``_CUDA_MISSING`` and that op alone takes
-  the host round trip from then on (detected, not hard-coded: a family landing later is used as
-  soon as the ``_C`` function accepts CUDA tensors).
+  implemented on cuda", the kernel's name is remembered in ``_CUDA_MISSING`` and the op runs
+  its CPU kernel on host copies (``_via_host``; the results go back to the device) — that op
+  alone, from then on. Detected, not hard-coded: a family landing later is used as soon as the
+  ``_C`` function accepts CUDA tensors.
 
 The NumPy code is also the "plain reference implementation beside the fast version". The
 autograd and nn code never see the difference: switching an op to its kernel is a change to this
@@ -17,6 +18,7 @@ file only. ``kernel_status()`` reports which ops run on a fastnn kernel (per dev
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 
 import numpy as np
@@ -33,9 +35,14 @@ _HAS_ATT = hasattr(_C, "attention_forward")
 _CUDA_MISSING = set()
 
 
+class _CudaMissing(Exception):
+    """Raised inside an op when its kernel has no CUDA version yet; the op's wrapper
+    (_host_fallback) reruns it on host copies."""
+
+
 def _ok(name, *ts):
-    """Whether the kernel `name` takes these inputs: every tensor float32 (None and Python
-    scalars pass) and, for CUDA tensors, `name` not known to be CPU-only."""
+    """Whether the kernel `name` takes these inputs (every tensor float32; None and Python
+    scalars pass). Raises _CudaMissing for CUDA tensors when `name` is known to be CPU-only."""
     cuda = False
     for t in ts:
         if t.__class__ is Tensor:
@@ -43,7 +50,9 @@ def _ok(name, *ts):
                 return False
             if t.is_cuda:
                 cuda = True
-    return not cuda or name not in _CUDA_MISSING
+    if cuda and name in _CUDA_MISSING:
+        raise _CudaMissing(name)
+    return True
 
 
 # How the bindings say "this kernel has no CUDA version yet" (bind_nn: RuntimeError "not
@@ -54,13 +63,13 @@ _CPU_ONLY_MESSAGES = ("not implemented on", "has no op", "no CUDA", "expected a 
 
 
 def _no_cuda(e, name, *ts):
-    """In an ``except RuntimeError`` around kernel `name`: returns (fallback follows) when the
-    kernel rejected CUDA tensors because its CUDA version has not landed; re-raises otherwise."""
+    """In an ``except`` around kernel `name`: raises _CudaMissing when the kernel rejected CUDA
+    tensors because its CUDA version has not landed; re-raises the error otherwise."""
     msg = str(e)
     on_cpu = builtins.any(t.__class__ is Tensor and not t.is_cuda for t in ts)
     if not on_cpu and _dev(*ts) is not None and builtins.any(m in msg for m in _CPU_ONLY_MESSAGES):
         _CUDA_MISSING.add(name)
-        return
+        raise _CudaMissing(name) from e
     raise e
 
 
@@ -99,20 +108,17 @@ def _probe_cuda():
     for fn in probes.values():
         fn()
     if _HAS_ATT:
-        from . import ops
         q = _C.full([1, 1, 2, 16], 0.1, d)
-        try:
-            ops.attention(q, q, q)
-        except (RuntimeError, ValueError) as e:
-            _no_cuda(e, "attention_forward", q)
+        attention(q, q, q)
 
 
 def kernel_status(device: str = "cpu") -> dict:
-    """{op family: 'kernel' | 'numpy-fallback'} for float32 tensors on `device` ('cpu' or
-    'cuda'). Every family runs a fastnn kernel for float32 on the CPU; other dtypes (float64
-    gradient checks) always take the NumPy fallback. For 'cuda' each kernel is probed once on
-    tiny tensors: a family whose CUDA version has not landed shows 'numpy-fallback (host
-    round trip: <kernels>)'."""
+    """{op family: status} for float32 tensors on `device` ('cpu' or 'cuda').
+
+    'kernel': a fastnn kernel on that device. On the CPU every family is a kernel for float32
+    (other dtypes — float64 gradient checks — always take the NumPy fallback). For 'cuda' each
+    kernel is probed once on tiny tensors; a family whose CUDA kernel has not landed shows
+    'cpu-kernel-via-host (no CUDA kernel yet: <kernels>)': its CPU kernel on host copies."""
     fams = {"add/sub/mul/div": ("binary",), "scalar ops, exp/log/sqrt/abs/pow, fill": ("unary",),
             "compare (eq/ne/lt/le/gt/ge)": ("compare",), "fancy indexing (gather/scatter-add)": ("gather",),
             "sum/mean/max/argmax, broadcast reductions": ("reduce",),
@@ -133,7 +139,7 @@ def kernel_status(device: str = "cpu") -> dict:
         if not hasattr(_C, names[0]) or (fam == "attention" and not _HAS_ATT):
             st[fam] = "numpy-fallback"
         elif missing:
-            st[fam] = "numpy-fallback (host round trip: " + ", ".join(missing) + ")"
+            st[fam] = "cpu-kernel-via-host (no CUDA kernel yet: " + ", ".join(missing) + ")"
         else:
             st[fam] = "kernel"
     return st
@@ -175,7 +181,7 @@ def _unary(fn, a):
 # ---- elementwise ------------------------------------------------------------------------------
 def _un(a, op, s=0.0):
     """_C.unary on a float32 tensor (None when the fallback must run)."""
-    if a.dtype == _F32 and (not a.is_cuda or "unary" not in _CUDA_MISSING):
+    if _ok("unary", a):
         try:
             return _C.unary(a, op, s)
         except (RuntimeError, ValueError) as e:
@@ -277,7 +283,7 @@ _CMP = {"equal": "eq", "not_equal": "ne", "less": "lt", "less_equal": "le", "gre
 def compare(op, a, b):
     """a <op> b -> bool tensor; op a NumPy name ('equal', 'less', ...). float32/int64/int32
     tensors of one dtype (or a tensor and a number) run the kernel."""
-    if "compare" not in _CUDA_MISSING or _dev(a, b) is None:
+    if a.__class__ is not Tensor or not a.is_cuda or "compare" not in _CUDA_MISSING:
         try:
             return _C.compare(a, b, _CMP[op])
         except TypeError:  # mixed or other dtypes: the fallback's NumPy promotion rules
@@ -288,7 +294,7 @@ def compare(op, a, b):
 
 
 def fill_like(t, value):
-    if t.dtype == _F32 and (not t.is_cuda or "unary" not in _CUDA_MISSING):
+    if _ok("unary", t):
         return _C.full(list(t.shape), float(value), str(t.device))
     return t_(np.full(t.shape, value, dtype=np_(t).dtype), _dev(t))
 
@@ -333,10 +339,11 @@ def broadcast_to(g, shape):
 def gather(x, idx):
     """x[idx[0], ..., idx[k-1]] over the leading k dims; idx int64 tensors of one shape on x's
     device (any dtype of x)."""
-    try:
-        return _C.gather(x, idx)
-    except (RuntimeError, ValueError) as e:
-        _no_cuda(e, "gather", x)
+    if not x.is_cuda or "gather" not in _CUDA_MISSING:
+        try:
+            return _C.gather(x, idx)
+        except (RuntimeError, ValueError) as e:
+            _no_cuda(e, "gather", x)
     ni = tuple(np_(i) for i in idx)
     return t_(np_(x)[ni], _dev(x))
 
@@ -922,6 +929,8 @@ def _via_host(fn, dev, *args, **kw):
     """fn on host copies of the CUDA tensors, results moved back to `dev`: the stopgap for a
     CUDA kernel that has not landed (host round trips, counted by the copy counter)."""
     def h(a):
+        if isinstance(a, (list, tuple)):
+            return type(a)(h(x) for x in a)
         return a.cpu() if a.__class__ is Tensor and a.is_cuda else a
 
     def back(t):
@@ -932,22 +941,22 @@ def _via_host(fn, dev, *args, **kw):
 
 def attention(q, k, v, **kw):
     from .ops import attention as att
-    if "attention_forward" not in _CUDA_MISSING or _dev(q) is None:
-        try:
-            return att(q, k, v, **kw)
-        except (RuntimeError, ValueError) as e:
-            _no_cuda(e, "attention_forward", q, k, v)
-    return _via_host(att, _dev(q), q, k, v, **kw)
+    if q.is_cuda and "attention_forward" in _CUDA_MISSING:
+        raise _CudaMissing("attention_forward")
+    try:
+        return att(q, k, v, **kw)
+    except (RuntimeError, ValueError) as e:
+        _no_cuda(e, "attention_forward", q, k, v)
 
 
 def attention_backward(g, q, k, v, out, lse, **kw):
     from .ops import attention_backward as att_bwd
-    if "attention_forward" not in _CUDA_MISSING or _dev(q) is None:
-        try:
-            return att_bwd(g, q, k, v, out, lse, **kw)
-        except (RuntimeError, ValueError) as e:
-            _no_cuda(e, "attention_forward", g, q, k, v)
-    return _via_host(att_bwd, _dev(q), g, q, k, v, out, lse, **kw)
+    if q.is_cuda and "attention_forward" in _CUDA_MISSING:
+        raise _CudaMissing("attention_forward")
+    try:
+        return att_bwd(g, q, k, v, out, lse, **kw)
+    except (RuntimeError, ValueError) as e:
+        _no_cuda(e, "attention_forward", g, q, k, v)
 
 
 # ---- convolution and pooling (fallback: im2col on strided NumPy views) ------------------------
@@ -1091,3 +1100,28 @@ def adaptive_avg_pool2d_backward(g, x, out_size):
         for j, (w0, w1) in enumerate(wb):
             out[:, :, h0:h1, w0:w1] += gg[:, :, i, j][:, :, None, None] / ((h1 - h0) * (w1 - w0))
     return t_(out, _dev(g))
+
+
+# ---- CUDA tensors for kernels not on CUDA yet: the CPU kernel on host copies -------------------
+def _host_fallback(fn):
+    @functools.wraps(fn)
+    def op(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except _CudaMissing:
+            return _via_host(fn, _dev(*args, *kw.values()), *args, **kw)
+    return op
+
+
+for _name in ("add", "sub", "mul", "div", "neg", "pow_scalar", "pow_scalar_backward", "rpow_scalar", "exp", "log",
+              "sqrt", "rsqrt", "abs_", "sign", "compare", "fill_like", "sum_to", "gather", "scatter_add", "sum",
+              "mean", "max", "max_backward", "argmax", "matmul", "matmul_backward", "linear",
+              "linear_weight_backward", "linear_backward", "relu", "relu_backward", "gelu", "gelu_backward",
+              "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "silu", "silu_backward", "softmax",
+              "softmax_backward", "log_softmax", "log_softmax_backward", "cross_entropy", "bce_with_logits",
+              "mse_loss", "layer_norm", "layer_norm_backward", "dropout", "dropout_backward", "embedding",
+              "embedding_backward", "attention", "attention_backward", "conv2d", "conv2d_backward", "max_pool2d",
+              "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
+              "adaptive_avg_pool2d_backward"):
+    globals()[_name] = _host_fallback(globals()[_name])
+del _name
