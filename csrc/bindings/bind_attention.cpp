@@ -4,11 +4,15 @@
 //   _C._attention_forward_reference / _C._attention_backward_reference: the plain
 //     scalar implementations, same arguments (test oracle).
 // q/k/v/grad_out/out are taken with whatever strides they have (e.g. a (B, N, H, D)
-// tensor permuted to (B, H, N, D)); outputs are fresh contiguous tensors.
+// tensor permuted to (B, H, N, D)); outputs are fresh contiguous tensors on the inputs'
+// device. CUDA tensors run the kernels of kernels/attention_{forward,backward}.cu through
+// the named ops "attention_forward" / "attention_backward" (head_dim <= 128 there); the
+// reference functions take CPU tensors only.
 #include <cmath>
 #include <string>
 
 #include "bindings/common.h"
+#include "core/cuda_backend.h"
 #include "fastnn/attention.h"
 
 namespace fastnn::bindings {
@@ -25,25 +29,27 @@ void throw_input_error(const Tensor& t, const char* op, const char* arg, int64_t
   throw ValueError(msg);
 }
 
-Tensor input(py::handle obj, const char* op, const char* arg, int64_t ndim, const char* layout) {
+Tensor input(py::handle obj, const char* op, const char* arg, int64_t ndim, const char* layout, const Device& dev) {
   Tensor t = to_tensor(obj, op, arg);
   if (t.ndim() != ndim || t.dtype != DType::float32) throw_input_error(t, op, arg, ndim, layout);
-  expect_same_device(t, Device{}, op, arg);
+  expect_same_device(t, dev, op, arg);
   return t;
 }
 
 struct Prepared {
   AttentionArgs args;
+  Device device;         // q's (every tensor must be on it); CPU for the reference functions
   Tensor q, k, v, mask;  // keep the inputs alive
 };
 
 // Validates q, k, v, mask and the scalars; fills sizes, input pointers and strides.
-Prepared prepare(const char* op, py::handle q_obj, py::handle k_obj, py::handle v_obj, bool causal,
+Prepared prepare(const char* op, bool reference, py::handle q_obj, py::handle k_obj, py::handle v_obj, bool causal,
                  py::object scale, py::handle mask_obj, double dropout_p, uint64_t seed) {
   Prepared p;
-  p.q = input(q_obj, op, "q", 4, "(B, H, Nq, D)");
-  p.k = input(k_obj, op, "k", 4, "(B, H, Nk, D)");
-  p.v = input(v_obj, op, "v", 4, "(B, H, Nk, D)");
+  if (!reference) p.device = to_tensor(q_obj, op, "q").device();
+  p.q = input(q_obj, op, "q", 4, "(B, H, Nq, D)", p.device);
+  p.k = input(k_obj, op, "k", 4, "(B, H, Nk, D)", p.device);
+  p.v = input(v_obj, op, "v", 4, "(B, H, Nk, D)", p.device);
   const Shape& qs = p.q.shape;
   const Shape& ks = p.k.shape;
   FASTNN_CHECK(ks[0] == qs[0] && ks[1] == qs[1] && ks[3] == qs[3], ValueError, op,
@@ -51,6 +57,9 @@ Prepared prepare(const char* op, py::handle q_obj, py::handle k_obj, py::handle 
                ") to match q ", shape_str(qs), ", got ", shape_str(ks));
   FASTNN_CHECK(p.v.shape == ks, ValueError, op, ": argument 'v': expected the shape of k ", shape_str(ks), ", got ",
                shape_str(p.v.shape));
+  if (p.device.type == DeviceType::cuda)
+    FASTNN_CHECK(qs[3] <= 128, ValueError, op, ": argument 'q': expected head dim D <= 128 on ", p.device.str(),
+                 ", got ", shape_str(qs));
   AttentionArgs& a = p.args;
   a.batch = qs[0];
   a.heads = qs[1];
@@ -73,7 +82,7 @@ Prepared prepare(const char* op, py::handle q_obj, py::handle k_obj, py::handle 
     FASTNN_CHECK(p.mask.shape == want, ValueError, op,
                  ": argument 'key_padding_mask': expected shape (B, Nk) = ", shape_str(want), ", got ",
                  shape_str(p.mask.shape));
-    expect_same_device(p.mask, Device{}, op, "key_padding_mask");
+    expect_same_device(p.mask, p.device, op, "key_padding_mask");
     a.key_padding_mask = p.mask.data_as<uint8_t>();
     a.mask_sb = p.mask.strides[0];
     a.mask_sn = p.mask.strides[1];
@@ -97,10 +106,10 @@ Prepared prepare(const char* op, py::handle q_obj, py::handle k_obj, py::handle 
 
 py::object forward_impl(bool reference, py::handle q, py::handle k, py::handle v, bool causal, py::object scale,
                         py::handle mask, double dropout_p, uint64_t seed, bool return_lse) {
-  Prepared p = prepare(kOp, q, k, v, causal, scale, mask, dropout_p, seed);
+  Prepared p = prepare(kOp, reference, q, k, v, causal, scale, mask, dropout_p, seed);
   AttentionArgs& a = p.args;
-  Tensor out = empty({a.batch, a.heads, a.nq, a.head_dim}, DType::float32, Device{});
-  Tensor lse = empty({a.batch, a.heads, a.nq}, DType::float32, Device{});
+  Tensor out = empty({a.batch, a.heads, a.nq, a.head_dim}, DType::float32, p.device);
+  Tensor lse = empty({a.batch, a.heads, a.nq}, DType::float32, p.device);
   a.out = out.data_as<float>();
   a.o_sb = out.strides[0], a.o_sh = out.strides[1], a.o_sn = out.strides[2], a.o_sd = out.strides[3];
   a.lse = lse.data_as<float>();
@@ -108,6 +117,8 @@ py::object forward_impl(bool reference, py::handle q, py::handle k, py::handle v
   without_gil([&] {
     if (reference)
       cpu::attention_forward_reference(a);
+    else if (p.device.type == DeviceType::cuda)
+      cuda_op("attention_forward", a, p.device.index);
     else
       cpu::attention_forward(a);
   });
@@ -119,16 +130,16 @@ py::object backward_impl(bool reference, py::handle grad_out, py::handle q, py::
                          py::handle out_obj, py::handle lse_obj, bool causal, py::object scale, py::handle mask,
                          double dropout_p, uint64_t seed) {
   const char* op = "attention_backward";
-  Prepared p = prepare(op, q, k, v, causal, scale, mask, dropout_p, seed);
+  Prepared p = prepare(op, reference, q, k, v, causal, scale, mask, dropout_p, seed);
   AttentionArgs& a = p.args;
   const Shape qshape{a.batch, a.heads, a.nq, a.head_dim};
-  Tensor go = input(grad_out, op, "grad_out", 4, "(B, H, Nq, D)");
+  Tensor go = input(grad_out, op, "grad_out", 4, "(B, H, Nq, D)", p.device);
   FASTNN_CHECK(go.shape == qshape, ValueError, op, ": argument 'grad_out': expected the shape of q ",
                shape_str(qshape), ", got ", shape_str(go.shape));
-  Tensor o = input(out_obj, op, "out", 4, "(B, H, Nq, D)");
+  Tensor o = input(out_obj, op, "out", 4, "(B, H, Nq, D)", p.device);
   FASTNN_CHECK(o.shape == qshape, ValueError, op, ": argument 'out': expected the shape of q ", shape_str(qshape),
                ", got ", shape_str(o.shape));
-  Tensor lse = input(lse_obj, op, "lse", 3, "(B, H, Nq)");
+  Tensor lse = input(lse_obj, op, "lse", 3, "(B, H, Nq)", p.device);
   const Shape lshape{a.batch, a.heads, a.nq};
   FASTNN_CHECK(lse.shape == lshape, ValueError, op, ": argument 'lse': expected shape (B, H, Nq) = ",
                shape_str(lshape), ", got ", shape_str(lse.shape));
@@ -138,9 +149,9 @@ py::object backward_impl(bool reference, py::handle grad_out, py::handle q, py::
   a.o_sb = o.strides[0], a.o_sh = o.strides[1], a.o_sn = o.strides[2], a.o_sd = o.strides[3];
   a.lse = lse.data_as<float>();
   a.lse_sb = lse.strides[0], a.lse_sh = lse.strides[1], a.lse_sn = lse.strides[2];
-  Tensor dq = empty(qshape, DType::float32, Device{});
-  Tensor dk = empty(p.k.shape, DType::float32, Device{});
-  Tensor dv = empty(p.k.shape, DType::float32, Device{});
+  Tensor dq = empty(qshape, DType::float32, p.device);
+  Tensor dk = empty(p.k.shape, DType::float32, p.device);
+  Tensor dv = empty(p.k.shape, DType::float32, p.device);
   a.dq = dq.data_as<float>();
   a.dq_sb = dq.strides[0], a.dq_sh = dq.strides[1], a.dq_sn = dq.strides[2], a.dq_sd = dq.strides[3];
   a.dk = dk.data_as<float>();
@@ -150,6 +161,8 @@ py::object backward_impl(bool reference, py::handle grad_out, py::handle q, py::
   without_gil([&] {
     if (reference)
       cpu::attention_backward_reference(a);
+    else if (p.device.type == DeviceType::cuda)
+      cuda_op("attention_backward", a, p.device.index);
     else
       cpu::attention_backward(a);
   });

@@ -1,6 +1,12 @@
 // Bindings of the training kernels (fastnn/nn_kernels.h). Functional: new output tensors.
 // Inputs: float32 (TypeError otherwise), any strides (non-contiguous inputs are copied to a
-// contiguous temporary first), CPU only for now (the CUDA versions come later).
+// contiguous temporary first, on their device). CPU tensors run fastnn::cpu::*, CUDA
+// tensors the kernels/nn_*.cu launchers (named ops "nn_*", csrc/cuda_backend/nn_ops.cpp):
+// outputs are allocated on the inputs' device and no data crosses the bus. Index tensors
+// (cross-entropy targets, embedding indices, max_backward indices) on CUDA are range-checked
+// on the device before the kernel runs: one small kernel + ONE stream synchronisation per
+// call, the verdict read from pinned memory (no cudaMemcpy), so a bad index raises the same
+// IndexError as on the CPU instead of a wrong result or an out-of-bounds access.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -8,45 +14,91 @@
 #include <vector>
 
 #include "bindings/common.h"
+#include "core/cuda_backend.h"
 #include "fastnn/nn_kernels.h"
 
 namespace fastnn::bindings {
 namespace {
 
+bool on_cuda(const Tensor& t) { return t.device().type == DeviceType::cuda; }
+
+// Runs the CPU kernel or the named CUDA op for `dev`, without the GIL.
+template <typename Args>
+void run_kernel(const Device& dev, const char* cuda_name, void (*cpu_fn)(const Args&), const Args& a) {
+  without_gil([&] {
+    if (dev.type == DeviceType::cuda) cuda_op(cuda_name, a, dev.index);
+    else cpu_fn(a);
+  });
+}
+
 Tensor in_f32(py::handle obj, const char* op, const char* arg) {
   Tensor t = to_tensor(obj, op, arg);
   expect_float32(t, op, arg);
-  FASTNN_CHECK(t.device().type == DeviceType::cpu, Error, op, ": argument '", arg, "': not implemented on ",
-               t.device().str(), " yet (CPU only)");
   return t.is_contiguous() ? t : contiguous(t);
 }
-Tensor in_f32_or_none(py::handle obj, const char* op, const char* arg) {
+// ... and on the device of `ref`
+Tensor in_f32_on(py::handle obj, const Tensor& ref, const char* op, const char* arg) {
+  Tensor t = in_f32(obj, op, arg);
+  expect_same_device(t, ref.device(), op, arg);
+  return t;
+}
+Tensor in_f32_or_none(py::handle obj, const Tensor& ref, const char* op, const char* arg) {
   if (obj.is_none()) return Tensor();
-  return in_f32(obj, op, arg);
+  return in_f32_on(obj, ref, op, arg);
 }
 Tensor in_index(py::handle obj, const char* op, const char* arg) {
   Tensor t = to_tensor(obj, op, arg);
   FASTNN_CHECK(t.dtype == DType::int64 || t.dtype == DType::int32, TypeError, op, ": argument '", arg,
                "': expected dtype int64 or int32, got ", dtype_name(t.dtype));
-  FASTNN_CHECK(t.device().type == DeviceType::cpu, Error, op, ": argument '", arg, "': not implemented on ",
-               t.device().str(), " yet (CPU only)");
   return t.is_contiguous() ? t : contiguous(t);
 }
 int64_t index_at(const Tensor& t, int64_t i) {
   return t.dtype == DType::int64 ? t.data_as<int64_t>()[i] : static_cast<int64_t>(t.data_as<int32_t>()[i]);
 }
-// IndexError naming the first index outside [0, bound) (other than `allowed`)
+// IndexError naming the first index outside [0, bound) (other than `allowed`). CUDA
+// tensors are checked on the device (nn_index_check: one synchronisation, no copy).
 void check_indices(const Tensor& t, int64_t bound, const char* op, const char* arg, bool has_allowed,
                    int64_t allowed) {
   const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t v = index_at(t, i);
-    if ((v < 0 || v >= bound) && !(has_allowed && v == allowed)) {
-      throw IndexError(detail::concat(op, ": argument '", arg, "': value ", v, " at flat position ", i,
-                                      " is out of range [0, ", bound, ")",
-                                      has_allowed ? detail::concat(" (ignore_index is ", allowed, ")") : std::string()));
+  int64_t pos = -1, value = 0;
+  if (on_cuda(t)) {
+    IndexCheckArgs a;
+    a.n = n;
+    a.indices = t.data();
+    a.indices_int64 = t.dtype == DType::int64;
+    a.bound = bound;
+    a.has_allowed = has_allowed;
+    a.allowed = allowed;
+    a.bad_position = &pos;
+    a.bad_value = &value;
+    without_gil([&] { cuda_op("nn_index_check", a, t.device().index); });
+  } else {
+    for (int64_t i = 0; i < n && pos < 0; ++i) {
+      const int64_t v = index_at(t, i);
+      if ((v < 0 || v >= bound) && !(has_allowed && v == allowed)) {
+        pos = i;
+        value = v;
+      }
     }
   }
+  if (pos >= 0) {
+    throw IndexError(detail::concat(op, ": argument '", arg, "': value ", value, " at flat position ", pos,
+                                    " is out of range [0, ", bound, ")",
+                                    has_allowed ? detail::concat(" (ignore_index is ", allowed, ")") : std::string()));
+  }
+}
+// A float32 tensor of `shape` on `dev` filled with `value` (no host->device copy on CUDA).
+Tensor full_on(const Shape& shape, float value, const Device& dev) {
+  Tensor t = empty(shape, DType::float32, dev);
+  const int64_t n = t.numel();
+  if (dev.type == DeviceType::cuda) {
+    FillArgs f{n, t.data_as<float>(), value};
+    without_gil([&] { cuda_op("nn_fill", f, dev.index); });
+  } else {
+    float* p = t.data_as<float>();
+    for (int64_t i = 0; i < n; ++i) p[i] = value;
+  }
+  return t;
 }
 
 Activation parse_act(const std::string& s, const char* op) {
@@ -76,16 +128,14 @@ int64_t rows_of(const Tensor& t) {
   return r;
 }
 // grad_loss: None, a number, or a tensor of the loss's shape
-Tensor grad_loss_arg(py::handle obj, const Shape& loss_shape, const char* op) {
+Tensor grad_loss_arg(py::handle obj, const Shape& loss_shape, const Tensor& ref, const char* op) {
   if (obj.is_none()) return Tensor();
   if (py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) {
-    Tensor t = empty({}, DType::float32, Device{});
-    *t.data_as<float>() = obj.cast<float>();
     FASTNN_CHECK(loss_shape.empty(), ValueError, op, ": argument 'grad_loss': expected a tensor of shape ",
                  shape_str(loss_shape), " for reduction='none', got a number");
-    return t;
+    return full_on({}, obj.cast<float>(), ref.device());
   }
-  Tensor t = in_f32(obj, op, "grad_loss");
+  Tensor t = in_f32_on(obj, ref, op, "grad_loss");
   FASTNN_CHECK(t.numel() == checked_numel(loss_shape, "grad_loss") && (t.shape == loss_shape || loss_shape.empty()),
                ValueError, op, ": argument 'grad_loss': expected shape ", shape_str(loss_shape), ", got ",
                shape_str(t.shape));
@@ -109,7 +159,7 @@ FASTNN_BINDINGS(nn) {
         Tensor xt = in_f32(x, op, "x");
         Tensor y = empty(xt.shape, DType::float32, xt.device());
         ActivationArgs args{a, xt.numel(), xt.data_as<float>(), y.data_as<float>()};
-        without_gil([&] { cpu::activation(args); });
+        run_kernel(xt.device(), "nn_activation", &cpu::activation, args);
         return wrap(y);
       },
       py::arg("x"), py::arg("activation"));
@@ -119,11 +169,11 @@ FASTNN_BINDINGS(nn) {
         const char* op = "activation_backward";
         Activation a = parse_act(act, op);
         Tensor xt = in_f32(x, op, "x");
-        Tensor gy = in_f32(grad_y, op, "grad_y");
+        Tensor gy = in_f32_on(grad_y, xt, op, "grad_y");
         expect_same_shape(gy, xt, op, "grad_y", "x");
         Tensor gx = empty(xt.shape, DType::float32, xt.device());
         ActivationBackwardArgs args{a, xt.numel(), xt.data_as<float>(), gy.data_as<float>(), gx.data_as<float>()};
-        without_gil([&] { cpu::activation_backward(args); });
+        run_kernel(xt.device(), "nn_activation_backward", &cpu::activation_backward, args);
         return wrap(gx);
       },
       py::arg("grad_y"), py::arg("x"), py::arg("activation"));
@@ -136,7 +186,7 @@ FASTNN_BINDINGS(nn) {
         expect_min_ndim(xt, 1, op, "x");
         Tensor y = empty(xt.shape, DType::float32, xt.device());
         SoftmaxArgs a{rows_of(xt), xt.shape.back(), xt.data_as<float>(), y.data_as<float>(), log};
-        if (xt.numel() > 0) without_gil([&] { cpu::softmax(a); });
+        if (xt.numel() > 0) run_kernel(xt.device(), "nn_softmax", &cpu::softmax, a);
         return wrap(y);
       },
       py::arg("x"), py::arg("log"));
@@ -146,12 +196,12 @@ FASTNN_BINDINGS(nn) {
         const char* op = log ? "log_softmax_backward" : "softmax_backward";
         Tensor yt = in_f32(y, op, "y");
         expect_min_ndim(yt, 1, op, "y");
-        Tensor gy = in_f32(grad_y, op, "grad_y");
+        Tensor gy = in_f32_on(grad_y, yt, op, "grad_y");
         expect_same_shape(gy, yt, op, "grad_y", "y");
         Tensor gx = empty(yt.shape, DType::float32, yt.device());
         SoftmaxBackwardArgs a{rows_of(yt), yt.shape.back(), yt.data_as<float>(), gy.data_as<float>(),
                               gx.data_as<float>(), log};
-        if (yt.numel() > 0) without_gil([&] { cpu::softmax_backward(a); });
+        if (yt.numel() > 0) run_kernel(yt.device(), "nn_softmax_backward", &cpu::softmax_backward, a);
         return wrap(gx);
       },
       py::arg("grad_y"), py::arg("y"), py::arg("log"));
@@ -167,6 +217,7 @@ FASTNN_BINDINGS(nn) {
                      ": argument 'logits': expected a 2-D (batch, classes) or 1-D (classes) tensor, got shape ",
                      shape_str(x.shape));
         Tensor t = in_index(target, op, "target");
+        expect_same_device(t, x.device(), op, "target");
         const Shape batch_shape = x.ndim() == 2 ? Shape{x.shape[0]} : Shape{};
         FASTNN_CHECK(t.shape == batch_shape, ValueError, op, ": argument 'target': expected shape ",
                      shape_str(batch_shape), " for logits of shape ", shape_str(x.shape), ", got ", shape_str(t.shape));
@@ -175,7 +226,7 @@ FASTNN_BINDINGS(nn) {
         const int64_t classes = x.shape.back();
         check_indices(t, classes, op, "target", true, ignore_index);
         const Shape loss_shape = red == Reduction::none ? batch_shape : Shape{};
-        Tensor gl = grad_loss_arg(grad_loss, loss_shape, op);
+        Tensor gl = grad_loss_arg(grad_loss, loss_shape, x, op);
         Tensor loss = empty(loss_shape, DType::float32, x.device());
         Tensor grad = need_grad ? empty(x.shape, DType::float32, x.device()) : Tensor();
         CrossEntropyArgs a;
@@ -190,7 +241,7 @@ FASTNN_BINDINGS(nn) {
         a.loss = loss.data_as<float>();
         a.grad_logits = need_grad ? grad.data_as<float>() : nullptr;
         a.grad_loss = gl.defined() ? gl.data_as<float>() : nullptr;
-        without_gil([&] { cpu::cross_entropy(a); });
+        run_kernel(x.device(), "nn_cross_entropy", &cpu::cross_entropy, a);
         return py::make_tuple(need_loss ? wrap(loss) : py::none(), need_grad ? wrap(grad) : py::none());
       },
       py::arg("logits"), py::arg("target"), py::arg("label_smoothing"), py::arg("ignore_index"), py::arg("reduction"),
@@ -203,9 +254,9 @@ FASTNN_BINDINGS(nn) {
         const char* op = "binary_cross_entropy_with_logits";
         Reduction red = parse_reduction(reduction, op);
         Tensor xt = in_f32(x, op, "logits");
-        Tensor yt = in_f32(target, op, "target");
+        Tensor yt = in_f32_on(target, xt, op, "target");
         expect_same_shape(yt, xt, op, "target", "logits");
-        Tensor pw = in_f32_or_none(pos_weight, op, "pos_weight");
+        Tensor pw = in_f32_or_none(pos_weight, xt, op, "pos_weight");
         int64_t pw_size = 1;
         if (pw.defined()) {
           const int64_t last = xt.ndim() ? xt.shape.back() : 1;
@@ -215,7 +266,7 @@ FASTNN_BINDINGS(nn) {
           pw_size = last;
         }
         const Shape loss_shape = red == Reduction::none ? xt.shape : Shape{};
-        Tensor gl = grad_loss_arg(grad_loss, loss_shape, op);
+        Tensor gl = grad_loss_arg(grad_loss, loss_shape, xt, op);
         Tensor loss = empty(loss_shape, DType::float32, xt.device());
         Tensor grad = need_grad ? empty(xt.shape, DType::float32, xt.device()) : Tensor();
         BceWithLogitsArgs a;
@@ -229,7 +280,7 @@ FASTNN_BINDINGS(nn) {
         a.grad_x = need_grad ? grad.data_as<float>() : nullptr;
         a.grad_loss = gl.defined() ? gl.data_as<float>() : nullptr;
         if (a.pos_weight && pw_size == 0) a.pos_weight = nullptr;
-        without_gil([&] { cpu::bce_with_logits(a); });
+        run_kernel(xt.device(), "nn_bce_with_logits", &cpu::bce_with_logits, a);
         return py::make_tuple(wrap(loss), need_grad ? wrap(grad) : py::none());
       },
       py::arg("logits"), py::arg("target"), py::arg("pos_weight"), py::arg("reduction"), py::arg("need_grad"),
@@ -241,10 +292,10 @@ FASTNN_BINDINGS(nn) {
         const char* op = "mse_loss";
         Reduction red = parse_reduction(reduction, op);
         Tensor at = in_f32(input, op, "input");
-        Tensor bt = in_f32(target, op, "target");
+        Tensor bt = in_f32_on(target, at, op, "target");
         expect_same_shape(bt, at, op, "target", "input");
         const Shape loss_shape = red == Reduction::none ? at.shape : Shape{};
-        Tensor gl = grad_loss_arg(grad_loss, loss_shape, op);
+        Tensor gl = grad_loss_arg(grad_loss, loss_shape, at, op);
         Tensor loss = empty(loss_shape, DType::float32, at.device());
         Tensor grad = need_grad ? empty(at.shape, DType::float32, at.device()) : Tensor();
         MseArgs a;
@@ -255,7 +306,7 @@ FASTNN_BINDINGS(nn) {
         a.loss = loss.data_as<float>();
         a.grad_a = need_grad ? grad.data_as<float>() : nullptr;
         a.grad_loss = gl.defined() ? gl.data_as<float>() : nullptr;
-        without_gil([&] { cpu::mse(a); });
+        run_kernel(at.device(), "nn_mse", &cpu::mse, a);
         return py::make_tuple(wrap(loss), need_grad ? wrap(grad) : py::none());
       },
       py::arg("input"), py::arg("target"), py::arg("reduction"), py::arg("need_grad"), py::arg("grad_loss"));
@@ -269,8 +320,8 @@ FASTNN_BINDINGS(nn) {
         FASTNN_CHECK(eps > 0.0 && std::isfinite(eps), ValueError, op, ": argument 'eps': expected a finite value > 0, got ",
                      eps);
         const Shape wshape{xt.shape.back()};
-        Tensor w = in_f32_or_none(weight, op, "weight");
-        Tensor b = in_f32_or_none(bias, op, "bias");
+        Tensor w = in_f32_or_none(weight, xt, op, "weight");
+        Tensor b = in_f32_or_none(bias, xt, op, "bias");
         if (w.defined()) expect_shape(w, wshape, op, "weight");
         if (b.defined()) expect_shape(b, wshape, op, "bias");
         Tensor y = empty(xt.shape, DType::float32, xt.device());
@@ -287,7 +338,7 @@ FASTNN_BINDINGS(nn) {
         a.y = y.data_as<float>();
         a.mean = mean.data_as<float>();
         a.rstd = rstd.data_as<float>();
-        if (xt.numel() > 0) without_gil([&] { cpu::layer_norm(a); });
+        if (xt.numel() > 0) run_kernel(xt.device(), "nn_layer_norm", &cpu::layer_norm, a);
         return py::make_tuple(wrap(y), wrap(mean), wrap(rstd));
       },
       py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
@@ -298,15 +349,15 @@ FASTNN_BINDINGS(nn) {
         const char* op = "layer_norm_backward";
         Tensor xt = in_f32(x, op, "x");
         expect_min_ndim(xt, 1, op, "x");
-        Tensor gy = in_f32(grad_y, op, "grad_y");
+        Tensor gy = in_f32_on(grad_y, xt, op, "grad_y");
         expect_same_shape(gy, xt, op, "grad_y", "x");
         const Shape rshape = without_last(xt.shape);
         const Shape wshape{xt.shape.back()};
-        Tensor mt = in_f32(mean, op, "mean");
-        Tensor rt = in_f32(rstd, op, "rstd");
+        Tensor mt = in_f32_on(mean, xt, op, "mean");
+        Tensor rt = in_f32_on(rstd, xt, op, "rstd");
         expect_shape(mt, rshape, op, "mean");
         expect_shape(rt, rshape, op, "rstd");
-        Tensor w = in_f32_or_none(weight, op, "weight");
+        Tensor w = in_f32_or_none(weight, xt, op, "weight");
         if (w.defined()) expect_shape(w, wshape, op, "weight");
         Tensor gx = empty(xt.shape, DType::float32, xt.device());
         Tensor gw = need_weight ? empty(wshape, DType::float32, xt.device()) : Tensor();
@@ -322,7 +373,7 @@ FASTNN_BINDINGS(nn) {
         a.grad_x = gx.data_as<float>();
         a.grad_weight = need_weight ? gw.data_as<float>() : nullptr;
         a.grad_bias = need_bias ? gb.data_as<float>() : nullptr;
-        if (a.cols > 0) without_gil([&] { cpu::layer_norm_backward(a); });
+        if (a.cols > 0) run_kernel(xt.device(), "nn_layer_norm_backward", &cpu::layer_norm_backward, a);
         return py::make_tuple(wrap(gx), need_weight ? wrap(gw) : py::none(), need_bias ? wrap(gb) : py::none());
       },
       py::arg("grad_y"), py::arg("x"), py::arg("weight"), py::arg("mean"), py::arg("rstd"), py::arg("need_weight"),
@@ -342,7 +393,7 @@ FASTNN_BINDINGS(nn) {
         a.p = static_cast<float>(p);
         a.seed = seed;
         a.offset = offset;
-        without_gil([&] { cpu::dropout(a); });
+        run_kernel(xt.device(), "nn_dropout", &cpu::dropout, a);
         return wrap(y);
       },
       py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"));
@@ -353,6 +404,7 @@ FASTNN_BINDINGS(nn) {
         const char* op = "embedding";
         Tensor idx = in_index(indices, op, "indices");
         Tensor tb = in_f32(table, op, "table");
+        expect_same_device(idx, tb.device(), op, "indices");
         expect_ndim(tb, 2, op, "table");
         check_indices(idx, tb.shape[0], op, "indices", false, 0);
         Shape oshape = idx.shape;
@@ -365,18 +417,19 @@ FASTNN_BINDINGS(nn) {
         a.indices_int64 = idx.dtype == DType::int64;
         a.table = tb.data_as<float>();
         a.out = out.data_as<float>();
-        without_gil([&] { cpu::embedding(a); });
+        run_kernel(tb.device(), "nn_embedding", &cpu::embedding, a);
         return wrap(out);
       },
       py::arg("indices"), py::arg("table"));
   m.def(
       "embedding_backward",
-      [](py::handle grad_out, py::handle indices, int64_t num_weights) {
+      [](py::handle grad_out, py::handle indices, int64_t num_weights, bool deterministic) {
         const char* op = "embedding_backward";
         FASTNN_CHECK(num_weights >= 0, ValueError, op, ": argument 'num_weights': expected a value >= 0, got ",
                      num_weights);
         Tensor idx = in_index(indices, op, "indices");
         Tensor go = in_f32(grad_out, op, "grad_out");
+        expect_same_device(idx, go.device(), op, "indices");
         FASTNN_CHECK(go.ndim() == idx.ndim() + 1 && Shape(go.shape.begin(), go.shape.end() - 1) == idx.shape,
                      ValueError, op, ": argument 'grad_out': expected shape ", shape_str(idx.shape),
                      " + (dim,) (the shape of 'indices' plus the embedding dimension), got ", shape_str(go.shape));
@@ -391,10 +444,18 @@ FASTNN_BINDINGS(nn) {
         a.indices_int64 = idx.dtype == DType::int64;
         a.grad_out = go.data_as<float>();
         a.grad_table = gt.data_as<float>();
-        without_gil([&] { cpu::embedding_backward(a); });
+        if (on_cuda(go)) {
+          EmbeddingBackwardCudaArgs ca{a, deterministic};
+          without_gil([&] { cuda_op("nn_embedding_backward", ca, go.device().index); });
+        } else {
+          without_gil([&] { cpu::embedding_backward(a); });  // always deterministic
+        }
         return wrap(gt);
       },
-      py::arg("grad_out"), py::arg("indices"), py::arg("num_weights"));
+      // deterministic: CUDA only (the CPU kernel always is). False: atomics, the summation
+      // order of duplicate indices varies run to run; True: bitwise reproducible, slower
+      // for large vocabularies (kernels/nn_embedding.cu).
+      py::arg("grad_out"), py::arg("indices"), py::arg("num_weights"), py::arg("deterministic") = false);
 
   m.def(
       "binary",
@@ -407,7 +468,7 @@ FASTNN_BINDINGS(nn) {
         else throw ValueError("binary: argument 'op': expected 'add', 'sub', 'mul' or 'div', got '" + opname + "'");
         const char* op = opname.c_str();
         Tensor at = in_f32(a, op, "a");
-        Tensor bt = in_f32(b, op, "b");
+        Tensor bt = in_f32_on(b, at, op, "b");
         const int64_t nd = std::max(at.ndim(), bt.ndim());
         FASTNN_CHECK(nd <= kMaxBroadcastDims, ValueError, op, ": expected at most ", kMaxBroadcastDims,
                      " dimensions, got ", nd);
@@ -431,7 +492,7 @@ FASTNN_BINDINGS(nn) {
         args.a = at.data_as<float>();
         args.b = bt.data_as<float>();
         args.out = out.data_as<float>();
-        if (out.numel() > 0) without_gil([&] { cpu::binary(args); });
+        if (out.numel() > 0) run_kernel(at.device(), "nn_binary", &cpu::binary, args);
         return wrap(out);
       },
       py::arg("a"), py::arg("b"), py::arg("op"));
@@ -460,9 +521,9 @@ FASTNN_BINDINGS(nn) {
         }
         Tensor out = empty(shape, DType::float32, xt.device());
         args.a = xt.data_as<float>();
-        args.b = &zero;
+        args.b = on_cuda(xt) ? nullptr : &zero;  // CUDA: nullptr = plain copy (no host operand)
         args.out = out.data_as<float>();
-        if (out.numel() > 0) without_gil([&] { cpu::binary(args); });
+        if (out.numel() > 0) run_kernel(xt.device(), "nn_binary", &cpu::binary, args);
         return wrap(out);
       },
       py::arg("x"), py::arg("shape"));
@@ -474,6 +535,7 @@ FASTNN_BINDINGS(nn) {
         Tensor go = in_f32(grad_out, op, "grad_out");
         Tensor idx = to_tensor(indices, op, "indices");
         expect_dtype(idx, DType::int64, op, "indices");
+        expect_same_device(idx, go.device(), op, "indices");
         if (!idx.is_contiguous()) idx = contiguous(idx);
         ReduceMaxBackwardArgs a;
         const int64_t nd = static_cast<int64_t>(input_shape.size());
@@ -488,15 +550,13 @@ FASTNN_BINDINGS(nn) {
         FASTNN_CHECK(go.numel() == a.outer * a.inner && idx.numel() == go.numel(), ValueError, op,
                      ": arguments 'grad_out' / 'indices': expected ", a.outer * a.inner, " elements, got shapes ",
                      shape_str(go.shape), " and ", shape_str(idx.shape));
+        check_indices(idx, a.r, op, "indices", false, 0);
         const int64_t* ip = idx.data_as<int64_t>();
-        for (int64_t i = 0; i < idx.numel(); ++i)
-          FASTNN_CHECK(ip[i] >= 0 && ip[i] < a.r, IndexError, op, ": argument 'indices': value ", ip[i],
-                       " at flat position ", i, " is out of range [0, ", a.r, ")");
         Tensor gx = empty(input_shape, DType::float32, go.device());
         a.grad_out = go.data_as<float>();
         a.indices = ip;
         a.grad_x = gx.data_as<float>();
-        if (gx.numel() > 0) without_gil([&] { cpu::reduce_max_backward(a); });
+        if (gx.numel() > 0) run_kernel(go.device(), "nn_max_backward", &cpu::reduce_max_backward, a);
         return wrap(gx);
       },
       py::arg("grad_out"), py::arg("indices"), py::arg("input_shape"), py::arg("axis"));
@@ -544,10 +604,9 @@ FASTNN_BINDINGS(nn) {
         if (out.numel() > 0) {
           if (a.r == 0) {
             // sum over nothing = 0, mean = NaN (0/0), as NumPy/torch
-            float* o = out.data_as<float>();
-            for (int64_t i = 0; i < out.numel(); ++i) o[i] = rop == ReduceOp::mean ? NAN : 0.0f;
+            out = full_on(out_shape, rop == ReduceOp::mean ? NAN : 0.0f, xt.device());
           } else {
-            without_gil([&] { cpu::reduce(a); });
+            run_kernel(xt.device(), "nn_reduce", &cpu::reduce, a);
           }
         }
         return py::make_tuple(wrap(out), idx.defined() ? wrap(idx) : py::none());

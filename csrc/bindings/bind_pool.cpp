@@ -4,24 +4,32 @@
 
 #include "bindings/common.h"
 #include "bindings/spatial_args.h"
+#include "core/cuda_backend.h"
 #include "fastnn/pool.h"
 
 namespace fastnn::bindings {
 namespace {
 using namespace spatial;
 
-// Pooling has no CUDA kernel yet: CPU tensors only, on top of the shared 4-D check.
-void expect_f32_4d_cpu(const Tensor& t, const char* op, const char* arg) {
-  expect_f32_4d(t, op, arg);
-  FASTNN_CHECK(t.device().type == DeviceType::cpu, ValueError, op, ": argument '", arg,
-               "': expected a tensor on device 'cpu' (no CUDA pooling kernel yet), got device '", t.device().str(),
-               "'");
+// CPU or CUDA (kernels/pool.cu through pool_ops.cpp): same arguments, same results.
+void run_forward(const Pool2dArgs& a, const Device& dev) {
+  without_gil([&] {
+    if (dev.type == DeviceType::cuda) cuda_op("pool2d_forward", a, dev.index);
+    else cpu::pool2d_forward(a);
+  });
+}
+
+void run_backward(const Pool2dArgs& a, const Device& dev) {
+  without_gil([&] {
+    if (dev.type == DeviceType::cuda) cuda_op("pool2d_backward", a, dev.index);
+    else cpu::pool2d_backward(a);
+  });
 }
 
 // Windowed pooling (max / avg): sizes and the output shape.
 Pool2dArgs plan_window(const Tensor& x, PoolKind kind, py::handle k_o, py::handle s_o, py::handle p_o,
                        const char* op) {
-  expect_f32_4d_cpu(x, op, "x");
+  expect_f32_4d(x, op, "x");
   const Pair k = parse_pair(k_o, op, "kernel_size", 1);
   const Pair s = s_o.is_none() ? k : parse_pair(s_o, op, "stride", 1);
   const Pair p = parse_pair(p_o, op, "padding", 0);
@@ -51,7 +59,7 @@ py::object max_pool2d_py(py::handle x_o, py::handle k_o, py::handle s_o, py::han
   Tensor y = empty(out_shape(x, a), DType::float32, x.device());
   Tensor idx = empty(out_shape(x, a), DType::int64, x.device());
   a.x = x.data_as<float>(), a.y = y.data_as<float>(), a.indices = idx.data_as<int64_t>();
-  without_gil([&] { cpu::pool2d_forward(a); });
+  run_forward(a, x.device());
   if (return_indices) return py::make_tuple(wrap(y), wrap(idx));
   return wrap(y);
 }
@@ -62,7 +70,8 @@ py::object max_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle id
   Tensor x = to_tensor(x_o, op, "x");
   Pool2dArgs a = plan_window(x, PoolKind::max, k_o, s_o, p_o, op);
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d_cpu(gy, op, "grad_out");
+  expect_f32_4d(gy, op, "grad_out");
+  expect_same_device(gy, x.device(), op, "grad_out");
   expect_shape(gy, out_shape(x, a), op, "grad_out");
   Tensor idx = to_tensor(idx_o, op, "indices");
   if (idx.dtype != DType::int64)
@@ -72,7 +81,10 @@ py::object max_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle id
   expect_same_device(idx, x.device(), op, "indices");
   gy = dense(gy), idx = dense(idx);
   const int64_t HW = a.in_h * a.in_w;
-  {
+  // On CUDA the values stay on the device (reading them here would be a device-to-host
+  // copy); the CUDA kernel gathers, so an index outside its window is ignored, never
+  // written through (kernels/pool.cu).
+  if (x.device().type == DeviceType::cpu) {
     const int64_t* ip = idx.data_as<int64_t>();
     const int64_t n = idx.numel();
     for (int64_t q = 0; q < n; ++q)
@@ -82,7 +94,7 @@ py::object max_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle id
   }
   Tensor gx = empty(x.shape, DType::float32, x.device());
   a.dy = gy.data_as<float>(), a.indices = idx.data_as<int64_t>(), a.dx = gx.data_as<float>();
-  without_gil([&] { cpu::pool2d_backward(a); });
+  run_backward(a, x.device());
   return wrap(gx);
 }
 
@@ -94,7 +106,7 @@ py::object avg_pool2d_py(py::handle x_o, py::handle k_o, py::handle s_o, py::han
   x = dense(x);
   Tensor y = empty(out_shape(x, a), DType::float32, x.device());
   a.x = x.data_as<float>(), a.y = y.data_as<float>();
-  without_gil([&] { cpu::pool2d_forward(a); });
+  run_forward(a, x.device());
   return wrap(y);
 }
 
@@ -105,17 +117,18 @@ py::object avg_pool2d_backward_py(py::handle gy_o, py::handle x_o, py::handle k_
   Pool2dArgs a = plan_window(x, PoolKind::avg, k_o, s_o, p_o, op);
   a.count_include_pad = count_include_pad;
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d_cpu(gy, op, "grad_out");
+  expect_f32_4d(gy, op, "grad_out");
+  expect_same_device(gy, x.device(), op, "grad_out");
   expect_shape(gy, out_shape(x, a), op, "grad_out");
   gy = dense(gy);
   Tensor gx = empty(x.shape, DType::float32, x.device());
   a.dy = gy.data_as<float>(), a.dx = gx.data_as<float>();
-  without_gil([&] { cpu::pool2d_backward(a); });
+  run_backward(a, x.device());
   return wrap(gx);
 }
 
 Pool2dArgs plan_adaptive(const Tensor& x, py::handle os_o, const char* op) {
-  expect_f32_4d_cpu(x, op, "x");
+  expect_f32_4d(x, op, "x");
   const Pair os = parse_pair(os_o, op, "output_size", 1);
   Pool2dArgs a;
   a.kind = PoolKind::adaptive_avg;
@@ -132,7 +145,7 @@ py::object adaptive_avg_pool2d_py(py::handle x_o, py::handle os_o) {
   x = dense(x);
   Tensor y = empty(out_shape(x, a), DType::float32, x.device());
   a.x = x.data_as<float>(), a.y = y.data_as<float>();
-  without_gil([&] { cpu::pool2d_forward(a); });
+  run_forward(a, x.device());
   return wrap(y);
 }
 
@@ -140,8 +153,9 @@ py::object adaptive_avg_pool2d_backward_py(py::handle gy_o, py::handle x_o) {
   const char* op = "adaptive_avg_pool2d_backward";
   Tensor x = to_tensor(x_o, op, "x");
   Tensor gy = to_tensor(gy_o, op, "grad_out");
-  expect_f32_4d_cpu(x, op, "x");
-  expect_f32_4d_cpu(gy, op, "grad_out");
+  expect_f32_4d(x, op, "x");
+  expect_f32_4d(gy, op, "grad_out");
+  expect_same_device(gy, x.device(), op, "grad_out");
   FASTNN_CHECK(gy.shape[0] == x.shape[0] && gy.shape[1] == x.shape[1] && gy.shape[2] >= 1 && gy.shape[3] >= 1,
                ValueError, op, ": argument 'grad_out': expected shape (", x.shape[0], ", ", x.shape[1],
                ", out_h >= 1, out_w >= 1), got ", shape_str(gy.shape));
@@ -152,7 +166,7 @@ py::object adaptive_avg_pool2d_backward_py(py::handle gy_o, py::handle x_o) {
   gy = dense(gy);
   Tensor gx = empty(x.shape, DType::float32, x.device());
   a.dy = gy.data_as<float>(), a.dx = gx.data_as<float>();
-  without_gil([&] { cpu::pool2d_backward(a); });
+  run_backward(a, x.device());
   return wrap(gx);
 }
 

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "fastnn/activation.h"
+#include "fastnn/tensor.h"
 
 namespace fastnn {
 
@@ -46,6 +47,15 @@ struct Conv2dArgs {
   float* dx = nullptr;
   float* dw = nullptr;
   float* db = nullptr;
+
+  // CUDA only (the CPU kernels take float32 and ignore both):
+  // element type of x and weight: float32, or bfloat16 / float16, in which case `x` and
+  // `weight` hold the addresses of 16-bit elements (tensor cores, FP32 accumulation); y,
+  // dy, dx, dw, db and bias stay float32 in every case.
+  DType dtype = DType::float32;
+  // float32 operands may be rounded to TF32 (10-bit mantissa) on tensor cores; the
+  // bindings set it from the call or the configuration (default off: FP32 CUDA cores).
+  bool allow_tf32 = false;
 
   int64_t xbs() const { return x_batch_stride ? x_batch_stride : in_channels * in_h * in_w; }
   int64_t ybs() const { return y_batch_stride ? y_batch_stride : out_channels * out_h * out_w; }

@@ -179,6 +179,35 @@ struct ReduceMaxBackwardArgs {
   float* grad_x = nullptr;
 };
 
+// ---- CUDA-only helpers of the training-kernel bindings (kernels/nn_index_check.cu) ----
+// Range check of an index tensor on the device, before a kernel that trusts it: every
+// value must lie in [0, bound) or equal `allowed` (when has_allowed). The launcher
+// synchronises the stream and returns on the host the first offending flat position
+// (-1 when all are valid) and its value, through a pinned (mapped) host word the kernel
+// writes directly: no cudaMemcpy.
+struct IndexCheckArgs {
+  int64_t n = 0;
+  const void* indices = nullptr;
+  bool indices_int64 = true;
+  int64_t bound = 0;
+  bool has_allowed = false;
+  int64_t allowed = 0;
+  int64_t* bad_position = nullptr;  // host: out
+  int64_t* bad_value = nullptr;     // host: out
+};
+// Embedding backward on CUDA: the shared struct + the variant (atomics, or one block per
+// table row scanning the indices in order: bitwise reproducible, see kernels/nn_embedding.cu).
+struct EmbeddingBackwardCudaArgs {
+  EmbeddingBackwardArgs a;
+  bool deterministic = false;
+};
+// n floats at dst (device) set to value.
+struct FillArgs {
+  int64_t n = 0;
+  float* dst = nullptr;
+  float value = 0.0f;
+};
+
 namespace cpu {
 void reduce_max_backward(const ReduceMaxBackwardArgs& a);
 void activation(const ActivationArgs& a);

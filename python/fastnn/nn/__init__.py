@@ -17,3 +17,7 @@ __all__ = ["functional", "init", "Module", "Parameter", "Sequential", "ModuleLis
            "ReLU", "GELU", "Sigmoid", "Tanh", "SiLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding",
            "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "MultiHeadAttention", "MultiheadAttention",
            "TransformerEncoderLayer", "TransformerEncoder", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss"]
+from .rnn import GRU, LSTM, RNN, RNNBase  # noqa: E402
+__all__ += ["RNNBase", "RNN", "LSTM", "GRU"]
+from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: E402
+__all__ += ["BatchNorm1d", "BatchNorm2d"]
