@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kThreads) scatter_add_kernel(ScatterAddArgs p)
 
 __global__ void __launch_bounds__(1) set_u64_kernel(unsigned long long* dst, unsigned long long v) { *dst = v; }
 
-__global__ void __launch_bounds__(kThreads) index_check_kernel(IndexCheckArgs p) {
+__global__ void __launch_bounds__(kThreads) index_check_kernel(GatherIndexCheckArgs p) {
   for (int64_t b = first_index(); b < p.n_idx; b += grid_step()) {
     bool bad = false;
     for (int j = 0; j < p.k; ++j) {
@@ -199,7 +199,7 @@ void ewm_scatter_add(const ScatterAddArgs& a, cudaStream_t stream) {
   FASTNN_CUDA_CHECK_LAUNCH("scatter_add_kernel");
 }
 
-void ewm_index_check(const IndexCheckArgs& a, cudaStream_t stream) {
+void ewm_index_check(const GatherIndexCheckArgs& a, cudaStream_t stream) {
   FASTNN_LAUNCH(set_u64_kernel, 1, 1, 0, stream)(a.first_bad, static_cast<unsigned long long>(a.n_idx));
   FASTNN_CUDA_CHECK_LAUNCH("set_u64_kernel");
   if (a.n_idx <= 0) return;

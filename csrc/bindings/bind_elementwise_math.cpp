@@ -94,7 +94,7 @@ void check_index_range(const IndexArrays& ix, const Shape& x_shape, const Device
   }
   // CUDA: a kernel finds the first bad position; reading it back is one device->host copy.
   Tensor flag = empty({1}, DType::int64, dev);
-  IndexCheckArgs a;
+  GatherIndexCheckArgs a;
   a.k = k;
   a.n_idx = ix.n;
   for (int j = 0; j < k; ++j) {

@@ -10,5 +10,5 @@ void ewm_unary(const UnaryArgs& args, cudaStream_t stream);
 void ewm_compare(const CompareArgs& args, cudaStream_t stream);
 void ewm_gather(const GatherArgs& args, cudaStream_t stream);
 void ewm_scatter_add(const ScatterAddArgs& args, cudaStream_t stream);
-void ewm_index_check(const IndexCheckArgs& args, cudaStream_t stream);
+void ewm_index_check(const GatherIndexCheckArgs& args, cudaStream_t stream);
 }  // namespace fastnn::cuda_kernels

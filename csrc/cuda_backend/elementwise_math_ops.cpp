@@ -8,6 +8,6 @@ FASTNN_CUDA_OP(ewm_unary, UnaryArgs) { cuda_kernels::ewm_unary(args, stream); }
 FASTNN_CUDA_OP(ewm_compare, CompareArgs) { cuda_kernels::ewm_compare(args, stream); }
 FASTNN_CUDA_OP(ewm_gather, GatherArgs) { cuda_kernels::ewm_gather(args, stream); }
 FASTNN_CUDA_OP(ewm_scatter_add, ScatterAddArgs) { cuda_kernels::ewm_scatter_add(args, stream); }
-FASTNN_CUDA_OP(ewm_index_check, IndexCheckArgs) { cuda_kernels::ewm_index_check(args, stream); }
+FASTNN_CUDA_OP(ewm_index_check, GatherIndexCheckArgs) { cuda_kernels::ewm_index_check(args, stream); }
 
 }  // namespace fastnn::cuda_backend_impl

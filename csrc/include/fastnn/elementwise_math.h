@@ -77,7 +77,7 @@ struct ScatterAddArgs {
 // CUDA only (the CPU checks on the host): *first_bad = the smallest b whose index idx[j][b]
 // is outside [-dims[j], dims[j]) for some j, or n_idx when all are in range. first_bad is
 // device memory; the binding reads it back (one device->host copy per checked call).
-struct IndexCheckArgs {
+struct GatherIndexCheckArgs {
   int k = 1;
   int64_t n_idx = 0;
   int64_t dims[kMaxIndexArrays] = {};
