@@ -239,3 +239,27 @@ def test_training_step_has_zero_host_device_copies(name, rng):
         assert copies == 0, f"{name}: {copies} host<->device copies inside training step {step}"
     assert loss.is_cuda and np.isfinite(loss.item())
     assert all(p.is_cuda and p.grad.is_cuda for p in model.parameters())
+
+
+def test_kernel_without_cuda_version_runs_via_host(monkeypatch, rng):
+    """A `_C` kernel that rejects CUDA tensors (as every family did before its CUDA version
+    landed) is detected and replaced by its CPU kernel on host copies: same result, copies
+    counted, reported by kernel_status."""
+    real = _C.activation
+
+    def cpu_only(x, act):
+        if x.is_cuda:
+            raise RuntimeError("activation: argument 'x': not implemented on cuda:0 yet (CPU only)")
+        return real(x, act)
+
+    monkeypatch.setattr(_C, "activation", cpu_only)
+    monkeypatch.setattr(K, "_CUDA_MISSING", set())
+    x = rng.normal(0, 1, (3, 17)).astype(np.float32)
+    before = _C._cuda_host_device_copies()
+    y = nn.GELU()(fastnn.tensor(x, device="cuda"))
+    assert y.is_cuda and _C._cuda_host_device_copies() > before
+    np.testing.assert_allclose(host(y), host(nn.GELU()(fastnn.tensor(x))), **TOL)
+    assert K._CUDA_MISSING == {"activation"}
+    assert K.kernel_status("cuda")["activations"].startswith("cpu-kernel-via-host (no CUDA kernel yet: activation")
+    with pytest.raises(ValueError):  # a genuine device mix is still an error, not a fallback
+        K.linear(fastnn.tensor(x, device="cuda"), fastnn.tensor(np.ones((2, 17), np.float32)))
