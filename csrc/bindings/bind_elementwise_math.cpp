@@ -31,14 +31,19 @@ CompareOp parse_compare(const std::string& s) {
   throw ValueError("compare: argument 'op': expected 'eq', 'ne', 'lt', 'le', 'gt' or 'ge', got '" + s + "'");
 }
 
+// The kernel on `dev`: the named CUDA op or the CPU function, without the GIL.
+template <class Args>
+void run_kernel(const Device& dev, const char* cuda_name, const Args& a, void (*cpu_fn)(const Args&)) {
+  without_gil([&] {
+    if (dev.type == DeviceType::cuda) cuda_op(cuda_name, a, dev.index);
+    else cpu_fn(a);
+  });
+}
+
 Tensor run_unary(const Tensor& x, const Shape& shape, const Device& dev, UnaryOp uop, float s) {
   Tensor y = empty(shape, DType::float32, dev);
   UnaryArgs a{uop, y.numel(), x.defined() ? x.data_as<float>() : nullptr, y.data_as<float>(), s};
-  if (a.n == 0) return y;
-  without_gil([&] {
-    if (dev.type == DeviceType::cuda) cuda_op("ewm_unary", a, dev.index);
-    else cpu::unary(a);
-  });
+  if (a.n > 0) run_kernel(dev, "ewm_unary", a, &cpu::unary);
   return y;
 }
 
@@ -112,8 +117,7 @@ void check_index_range(const IndexArrays& ix, const Shape& x_shape, const Device
   }
 }
 
-template <typename A>
-void fill_index_args(A& a, const IndexArrays& ix, const Shape& x_shape) {
+void fill_index_args(IndexedRows& a, const IndexArrays& ix, const Shape& x_shape) {
   a.k = static_cast<int>(ix.ts.size());
   a.n_idx = ix.n;
   a.inner = 1;
@@ -195,12 +199,7 @@ FASTNN_BINDINGS(elementwise_math) {
         args.a = at.data();
         args.b = bt.defined() ? bt.data() : nullptr;
         args.out = static_cast<uint8_t*>(out.data());
-        if (out.numel() > 0) {
-          without_gil([&] {
-            if (dev.type == DeviceType::cuda) cuda_op("ewm_compare", args, dev.index);
-            else cpu::compare(args);
-          });
-        }
+        if (out.numel() > 0) run_kernel(dev, "ewm_compare", args, &cpu::compare);
         return wrap(out);
       },
       py::arg("a"), py::arg("b"), py::arg("op"),
@@ -220,12 +219,7 @@ FASTNN_BINDINGS(elementwise_math) {
         a.elem_size = static_cast<int>(itemsize(xt.dtype));
         a.x = xt.data();
         a.out = out.data();
-        if (out.numel() > 0) {
-          without_gil([&] {
-            if (dev.type == DeviceType::cuda) cuda_op("ewm_gather", a, dev.index);
-            else cpu::gather(a);
-          });
-        }
+        if (out.numel() > 0) run_kernel(dev, "ewm_gather", a, &cpu::gather);
         return wrap(out);
       },
       py::arg("x"), py::arg("indices"),
@@ -248,12 +242,7 @@ FASTNN_BINDINGS(elementwise_math) {
         fill_index_args(a, ix, shape);
         a.grad_out = g.data_as<float>();
         a.grad_x = gx.data_as<float>();
-        if (gx.numel() > 0) {
-          without_gil([&] {
-            if (dev.type == DeviceType::cuda) cuda_op("ewm_scatter_add", a, dev.index);
-            else cpu::scatter_add(a);
-          });
-        }
+        if (gx.numel() > 0) run_kernel(dev, "ewm_scatter_add", a, &cpu::scatter_add);
         return wrap(gx);
       },
       py::arg("grad_out"), py::arg("indices"), py::arg("shape"),

@@ -32,66 +32,32 @@
 namespace {
 constexpr int64_t kGrain = 32768;
 
-// e^x over the whole float range. train_vec.h's vexp clamps x at Cephes' 88.376 (results up to
-// 2.4e38 only, where expf reaches 3.4e38 at 88.72) and flushes x < -103 to 0 (denormal results
-// reach down to x = -103.97); same polynomial, full range here.
+// e^x and log x over the whole float range on train_vec.h's Cephes polynomials (vexp, vlog),
+// whose ranges stop short: vexp clamps x at 88.376 (results up to 2.4e38, where expf reaches
+// 3.4e38 at 88.72) and flushes x < -103 to 0 (denormal results reach down to x = -103.97);
+// vlog returns -inf for denormal inputs. Out-of-range lanes are shifted in range by exact
+// amounts (x -+ 1 and x + 10 stay in x's binade; x * 2^24 is exact) and corrected after.
 static inline VF vexp_full(VF x) {
 #if FASTNN_ISA_LEVEL >= 1
-  VF xc = vmin(vmax(x, vset(-104.0f)), vset(88.72283935546875f));
-  VF n = vround(vmul(xc, vset(1.44269504088896341f)));
-  VF r = vfnma(n, vset(0.693359375f), xc);
-  r = vfnma(n, vset(-2.12194440e-4f), r);
-  VF p = vset(1.9875691500E-4f);
-  p = vfma(p, r, vset(1.3981999507E-3f));
-  p = vfma(p, r, vset(8.3334519073E-3f));
-  p = vfma(p, r, vset(4.1665795894E-2f));
-  p = vfma(p, r, vset(1.6666665459E-1f));
-  p = vfma(p, r, vset(5.0000001201E-1f));
-  p = vfma(p, vmul(r, r), vadd(r, vset(1.0f)));
-#if FASTNN_ISA_LEVEL == 2
-  VF y = _mm512_scalef_ps(p, n);  // p * 2^n with gradual underflow, one rounding
-#else
-  VF n1 = vround(vmul(n, vset(0.5f)));  // 2^n as two normal factors (n in [-150, 128])
-  VF y = vmul(vmul(p, vpow2i(n1)), vpow2i(vsub(n, n1)));
-#endif
+  VM big = vgt(x, vset(88.0f)), small = vlt(x, vset(-100.0f));
+  VF xs = vsel(big, vsub(x, vset(1.0f)), vsel(small, vadd(x, vset(10.0f)), x));
+  VF scale = vsel(big, vset(2.71828182845904524f), vsel(small, vset(4.53999297624848515e-5f), vset(1.0f)));
+  VF y = vmul(vexp(xs), scale);
   y = vsel(vlt(x, vset(-104.0f)), vzero(), y);
-  y = vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
-  return vsel(vne(x, x), x, y);
+  return vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
 #else
   return std::exp(x);
 #endif
 }
 
-// log with denormal inputs handled (train_vec.h's vlog returns -inf below FLT_MIN).
 static inline VF vlog_full(VF x) {
 #if FASTNN_ISA_LEVEL >= 1
-  VF e;
   VM den = vmand(vlt(x, vset(1.17549435e-38f)), vgt(x, vzero()));
-  VF xs = vsel(den, vmul(x, vset(16777216.0f)), x);  // 2^24: exact
-  VF m = vfrexp(xs, &e);
-  e = vsel(den, vsub(e, vset(24.0f)), e);
-  VM small = vlt(m, vset(0.707106781186547524f));
-  e = vsel(small, vsub(e, vset(1.0f)), e);
-  m = vsub(vsel(small, vadd(m, m), m), vset(1.0f));
-  VF z = vmul(m, m);
-  VF y = vset(7.0376836292E-2f);
-  y = vfma(y, m, vset(-1.1514610310E-1f));
-  y = vfma(y, m, vset(1.1676998740E-1f));
-  y = vfma(y, m, vset(-1.2420140846E-1f));
-  y = vfma(y, m, vset(1.4249322787E-1f));
-  y = vfma(y, m, vset(-1.6668057665E-1f));
-  y = vfma(y, m, vset(2.0000714765E-1f));
-  y = vfma(y, m, vset(-2.4999993993E-1f));
-  y = vfma(y, m, vset(3.3333331174E-1f));
-  y = vmul(vmul(y, m), z);
-  y = vfma(e, vset(-2.12194440e-4f), y);
-  y = vfnma(vset(0.5f), z, y);
-  VF r = vadd(m, y);
-  r = vfma(e, vset(0.693359375f), r);
-  r = vsel(vgt(x, vzero()), r, vset(-INFINITY));  // +-0 -> -inf
-  r = vsel(vlt(x, vzero()), vset(NAN), r);
-  r = vsel(vge(x, vset(INFINITY)), x, r);
-  return vsel(vne(x, x), x, r);
+  VF r = vlog(vsel(den, vmul(x, vset(16777216.0f)), x));
+  // - 24 ln2 in two parts (Cody-Waite, as vlog adds e * ln2): 24 * 0.693359375 is exact
+  VF c = vfma(vset(24.0f), vset(-0.693359375f), r);
+  c = vfma(vset(24.0f), vset(2.12194440e-4f), c);
+  return vsel(den, c, r);
 #else
   return std::log(x);
 #endif

@@ -54,22 +54,19 @@ struct CompareArgs {
 // gather moves elem_size-byte elements (any dtype); scatter_add is float32 and deterministic
 // (every output element is summed in index order b = 0, 1, ...).
 constexpr int kMaxIndexArrays = 8;
-struct GatherArgs {
+struct IndexedRows {
   int k = 1;
   int64_t n_idx = 0;
   int64_t inner = 1;
   int64_t dims[kMaxIndexArrays] = {};
   const int64_t* idx[kMaxIndexArrays] = {};
+};
+struct GatherArgs : IndexedRows {
   int elem_size = 4;
   const void* x = nullptr;
   void* out = nullptr;
 };
-struct ScatterAddArgs {
-  int k = 1;
-  int64_t n_idx = 0;
-  int64_t inner = 1;
-  int64_t dims[kMaxIndexArrays] = {};
-  const int64_t* idx[kMaxIndexArrays] = {};
+struct ScatterAddArgs : IndexedRows {
   const float* grad_out = nullptr;
   float* grad_x = nullptr;  // prod(dims) * inner floats, overwritten
 };
