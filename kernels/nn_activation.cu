@@ -95,7 +95,7 @@ void launch_act_bwd(const ActivationBackwardArgs& a, cudaStream_t stream) {
   FASTNN_CUDA_CHECK_LAUNCH("activation_backward_kernel");
 }
 
-// One instantiation per activation; Activation::none copies (x through unchanged).
+// One instantiation per activation (Activation::none is a copy: see the launchers).
 #define FASTNN_NN_ACT_SWITCH(act, LAUNCH)                                      \
   switch (act) {                                                               \
     case Activation::relu: LAUNCH(static_cast<int>(Activation::relu)); break;   \
@@ -104,13 +104,20 @@ void launch_act_bwd(const ActivationBackwardArgs& a, cudaStream_t stream) {
     case Activation::sigmoid: LAUNCH(static_cast<int>(Activation::sigmoid)); break; \
     case Activation::tanh: LAUNCH(static_cast<int>(Activation::tanh)); break;   \
     case Activation::silu: LAUNCH(static_cast<int>(Activation::silu)); break;   \
-    default: LAUNCH(static_cast<int>(Activation::none)); break;                 \
+    default: break;                                                            \
   }
+
+// Activation::none (no binding produces it; the struct allows it): a plain copy.
+void copy_if_none(Activation act, int64_t n, const float* src, float* dst, cudaStream_t stream) {
+  if (act == Activation::none && dst != src)
+    FASTNN_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+}
 
 }  // namespace
 
 void activation(const ActivationArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return;
+  copy_if_none(a.act, a.n, a.x, a.y, stream);
 #define FASTNN_NN_LAUNCH_FWD(A) launch_act<A>(a, stream)
   FASTNN_NN_ACT_SWITCH(a.act, FASTNN_NN_LAUNCH_FWD)
 #undef FASTNN_NN_LAUNCH_FWD
@@ -118,6 +125,7 @@ void activation(const ActivationArgs& a, cudaStream_t stream) {
 
 void activation_backward(const ActivationBackwardArgs& a, cudaStream_t stream) {
   if (a.n <= 0) return;
+  copy_if_none(a.act, a.n, a.grad_y, a.grad_x, stream);
 #define FASTNN_NN_LAUNCH_BWD(A) launch_act_bwd<A>(a, stream)
   FASTNN_NN_ACT_SWITCH(a.act, FASTNN_NN_LAUNCH_BWD)
 #undef FASTNN_NN_LAUNCH_BWD

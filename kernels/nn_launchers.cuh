@@ -36,8 +36,9 @@ void embedding_backward(const EmbeddingBackwardArgs& a, bool deterministic, cuda
 // nn_elementwise.cu
 void binary(const BinaryArgs& a, cudaStream_t stream);
 void fill(const FillArgs& a, cudaStream_t stream);
-// nn_reduce.cu
-void reduce(const ReduceArgs& a, cudaStream_t stream);
+// nn_reduce.cu. scratch: reduce_scratch_bytes(a) bytes (0 unless few long rows are split).
+size_t reduce_scratch_bytes(const ReduceArgs& a);
+void reduce(const ReduceArgs& a, void* scratch, cudaStream_t stream);
 void reduce_max_backward(const ReduceMaxBackwardArgs& a, cudaStream_t stream);
 // nn_index_check.cu: `first_bad` is 8 bytes of device scratch, `report` 16 bytes of
 // pinned host memory the kernel writes (position, value); the caller synchronises.

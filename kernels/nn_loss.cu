@@ -12,8 +12,8 @@
 //      instead of stored (same traffic, no scratch). Row losses go to a double array.
 //   3. loss_sum_kernel (1 block): sums the row losses in double in a fixed order (thread
 //      strides, xor tree, warps in order: deterministic) and divides by the count.
-// BCE / MSE: a grid-stride element kernel writes loss (none) and gradient and leaves one
-// double partial per block; loss_sum_kernel adds the <= 1056 partials.
+// BCE / MSE: elementwise_loss_kernel<Term> (grid-stride) writes loss (none) and gradient and
+// leaves one double partial per block; loss_sum_kernel adds the <= 1056 partials.
 // Bound: memory. CE forward+backward reads the logits once from DRAM (passes 2-3 hit
 // L2: a 32000-class row is 128 KB) and writes the gradient: 8 B/element; (4096, 32000):
 // A100 ~0.6 ms, H100 ~0.37 ms at 85% of peak. BCE 12-16 B/element, MSE 12 B/element.
@@ -114,44 +114,48 @@ __device__ __forceinline__ float reduced_scale(Reduction red, int64_t count, con
   return s;
 }
 
-__global__ void __launch_bounds__(kThreads) bce_kernel(BceWithLogitsArgs a, double* part) {
-  FASTNN_DYNAMIC_SHARED(double, red);
-  const bool none = a.reduction == Reduction::none;
-  const float gscale = none ? 1.0f : reduced_scale(a.reduction, a.n, a.grad_loss);
-  double acc = 0.0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < a.n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float x = a.x[i], y = a.target[i];
-    const float sp = log1pf(expf(-fabsf(x))) + fmaxf(-x, 0.0f);  // softplus(-x), stable
+// Per-element loss terms: operator()(i, &dloss) returns loss_i and sets d loss_i / d input_i.
+struct BceTerm {
+  const float *x, *target, *pos_weight;
+  int64_t pw_size;
+  __device__ __forceinline__ float operator()(int64_t i, float* d) const {
+    const float xi = x[i], y = target[i];
+    const float sp = log1pf(expf(-fabsf(xi))) + fmaxf(-xi, 0.0f);  // softplus(-x), stable
     float lw = 1.0f, pw = 1.0f;
-    if (a.pos_weight) {
-      pw = a.pos_weight[i % a.pw_size];
+    if (pos_weight) {
+      pw = pos_weight[i % pw_size];
       lw = (pw - 1.0f) * y + 1.0f;
     }
-    const float l = (1.0f - y) * x + lw * sp;
-    if (none && a.loss) a.loss[i] = l;
-    acc += l;
-    if (a.grad_x) {
-      const float gd = lw * (1.0f / (1.0f + expf(-x))) - pw * y;
-      a.grad_x[i] = gd * (none ? (a.grad_loss ? a.grad_loss[i] : 1.0f) : gscale);
-    }
+    *d = lw * (1.0f / (1.0f + expf(-xi))) - pw * y;
+    return (1.0f - y) * xi + lw * sp;
   }
-  acc = row_allreduce<false>(acc, SumOp{}, red);
-  if (threadIdx.x == 0) part[blockIdx.x] = acc;
-}
+};
+struct MseTerm {
+  const float *a, *b;
+  __device__ __forceinline__ float operator()(int64_t i, float* d) const {
+    const float diff = a[i] - b[i];
+    *d = diff + diff;
+    return diff * diff;
+  }
+};
 
-__global__ void __launch_bounds__(kThreads) mse_kernel(MseArgs a, double* part) {
+// Grid-stride over n elements: loss (reduction none), gradient (times grad_loss[i] for
+// none, else the reduced scale), and one double partial sum of the losses per block.
+template <typename Term>
+__global__ void __launch_bounds__(kThreads) elementwise_loss_kernel(Term term, int64_t n, Reduction reduction,
+                                                                    float* loss, float* grad, const float* grad_loss,
+                                                                    double* part) {
   FASTNN_DYNAMIC_SHARED(double, red);
-  const bool none = a.reduction == Reduction::none;
-  const float gscale = none ? 1.0f : reduced_scale(a.reduction, a.n, a.grad_loss);
+  const bool none = reduction == Reduction::none;
+  const float gscale = none ? 1.0f : reduced_scale(reduction, n, grad_loss);
   double acc = 0.0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < a.n;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float d = a.a[i] - a.b[i];
-    const float l = d * d;
-    if (none && a.loss) a.loss[i] = l;
+    float d;
+    const float l = term(i, &d);
+    if (none && loss) loss[i] = l;
     acc += l;
-    if (a.grad_a) a.grad_a[i] = (d + d) * (none ? (a.grad_loss ? a.grad_loss[i] : 1.0f) : gscale);
+    if (grad) grad[i] = d * (none ? (grad_loss ? grad_loss[i] : 1.0f) : gscale);
   }
   acc = row_allreduce<false>(acc, SumOp{}, red);
   if (threadIdx.x == 0) part[blockIdx.x] = acc;
@@ -161,6 +165,17 @@ void launch_sum(const double* part, int64_t n, bool mean, const long long* dev_c
                 cudaStream_t stream) {
   FASTNN_LAUNCH(loss_sum_kernel, 1, kThreads, 32 * sizeof(double), stream)(part, n, mean, dev_count, host_count, out);
   FASTNN_CUDA_CHECK_LAUNCH("loss_sum_kernel");
+}
+
+template <typename Term>
+void launch_elementwise_loss(const Term& term, int64_t n, Reduction reduction, float* loss, float* grad,
+                             const float* grad_loss, double* part, cudaStream_t stream) {
+  const int grid = grid_for(n);
+  auto* k = &elementwise_loss_kernel<Term>;
+  FASTNN_LAUNCH(k, grid, kThreads, 32 * sizeof(double), stream)(term, n, reduction, loss, grad, grad_loss, part);
+  FASTNN_CUDA_CHECK_LAUNCH("elementwise_loss_kernel");
+  if (reduction != Reduction::none && loss)
+    launch_sum(part, grid, reduction == Reduction::mean, nullptr, static_cast<double>(n), loss, stream);
 }
 
 }  // namespace
@@ -185,21 +200,13 @@ void cross_entropy(const CrossEntropyArgs& a, void* scratch, cudaStream_t stream
 size_t elementwise_loss_scratch_bytes(int64_t n) { return static_cast<size_t>(grid_for(n)) * sizeof(double); }
 
 void bce_with_logits(const BceWithLogitsArgs& a, void* scratch, cudaStream_t stream) {
-  double* part = static_cast<double*>(scratch);
-  const int grid = grid_for(a.n);
-  FASTNN_LAUNCH(bce_kernel, grid, kThreads, 32 * sizeof(double), stream)(a, part);
-  FASTNN_CUDA_CHECK_LAUNCH("bce_kernel");
-  if (a.reduction != Reduction::none && a.loss)
-    launch_sum(part, grid, a.reduction == Reduction::mean, nullptr, static_cast<double>(a.n), a.loss, stream);
+  launch_elementwise_loss(BceTerm{a.x, a.target, a.pos_weight, a.pw_size}, a.n, a.reduction, a.loss, a.grad_x,
+                          a.grad_loss, static_cast<double*>(scratch), stream);
 }
 
 void mse(const MseArgs& a, void* scratch, cudaStream_t stream) {
-  double* part = static_cast<double*>(scratch);
-  const int grid = grid_for(a.n);
-  FASTNN_LAUNCH(mse_kernel, grid, kThreads, 32 * sizeof(double), stream)(a, part);
-  FASTNN_CUDA_CHECK_LAUNCH("mse_kernel");
-  if (a.reduction != Reduction::none && a.loss)
-    launch_sum(part, grid, a.reduction == Reduction::mean, nullptr, static_cast<double>(a.n), a.loss, stream);
+  launch_elementwise_loss(MseTerm{a.a, a.b}, a.n, a.reduction, a.loss, a.grad_a, a.grad_loss,
+                          static_cast<double*>(scratch), stream);
 }
 
 }  // namespace fastnn::cuda_kernels::nn

@@ -7,9 +7,13 @@
 // inner > 1: one thread per output (o, i) walks k = 0..r-1 in order (consecutive threads
 // read consecutive i: coalesced), the CPU's own summation order -> bitwise equal sums.
 // max_backward: grad_x zeroed, then one thread per output scatters its gradient.
-// Bound: memory, 4 B/element read. Limitation: a single row (axis=None) gets one block:
-// ~1 SM's bandwidth (~100-200 GB/s) instead of the whole GPU's; fine for losses and
-// norms of activations, a split-row two-pass reduction would be the next step.
+// Few long rows (outer < 128, r > 16384; e.g. axis=None): one block per row would use a
+// few SMs, so the rows are split into segments of >= 4096 elements (<= 1024 segments per
+// row): pass 1 reduces each segment with one block (partial value + global argmax index
+// into device scratch), pass 2 reduces each row's partials with the same row kernel,
+// reading the argmax indices through the partials' index map.
+// Bound: memory, 4 B/element read: A100 ~430 G elements/s, H100 ~710 G elements/s at 85%
+// of peak (1e9 elements in 2.3 / 1.4 ms).
 #include "nn_common.cuh"
 
 #include <cmath>
@@ -19,6 +23,11 @@
 namespace fastnn::cuda_kernels::nn {
 namespace {
 using namespace nn_detail;
+
+constexpr int64_t kSplitBelowRows = 128;
+constexpr int64_t kSplitAboveCols = 16384;
+constexpr int64_t kMinSegment = 4096;
+constexpr int64_t kMaxSegments = 1024;
 
 struct ArgMax {
   float v;
@@ -56,21 +65,30 @@ __device__ __forceinline__ ArgMax argmax_allreduce(ArgMax m, float* red) {
   return r;
 }
 
+// Row `row` of outer * segs is segment row % segs (seg_len elements, the last shorter) of
+// input row row / segs; out[row] / indices[row] receive its reduction. The index of
+// element k is seg * seg_len + k, or kmap[offset of k] when kmap is given (pass 2).
 template <bool kWarp>
-__global__ void __launch_bounds__(kRowBlockThreads) reduce_rows_kernel(ReduceArgs a, float inv_r) {
+__global__ void __launch_bounds__(kRowBlockThreads)
+    reduce_rows_kernel(ReduceArgs a, float inv_r, int64_t segs, int64_t seg_len, const int64_t* kmap) {
   FASTNN_DYNAMIC_SHARED(float, red);
   const RowSlot s = row_slot<kWarp>();
-  if (s.row >= a.outer) return;
-  const float* x = a.x + s.row * a.r;
+  if (s.row >= a.outer * segs) return;
+  const int64_t seg = s.row % segs;
+  const int64_t first = seg * seg_len;
+  const int64_t len = a.r - first < seg_len ? a.r - first : seg_len;
+  const int64_t base = (s.row / segs) * a.r + first;
+  const float* x = a.x + base;
   if (a.op != ReduceOp::max) {
     float acc = 0.0f;
-    for (int64_t k = s.lane; k < a.r; k += s.stride) acc += x[k];
+    for (int64_t k = s.lane; k < len; k += s.stride) acc += x[k];
     acc = row_allreduce<kWarp>(acc, SumOp{}, red);
     if (s.lane == 0) a.out[s.row] = a.op == ReduceOp::mean ? acc * inv_r : acc;
     return;
   }
   ArgMax m{-INFINITY, 0x7fffffffffffffffLL};
-  for (int64_t k = s.lane; k < a.r; k += s.stride) m = better(m, ArgMax{x[k], static_cast<long long>(k)});
+  for (int64_t k = s.lane; k < len; k += s.stride)
+    m = better(m, ArgMax{x[k], static_cast<long long>(kmap ? kmap[base + k] : first + k)});
   m = argmax_allreduce<kWarp>(m, red);
   if (s.lane == 0) {
     a.out[s.row] = m.v;
@@ -113,16 +131,46 @@ __global__ void __launch_bounds__(kThreads) max_backward_kernel(ReduceMaxBackwar
   }
 }
 
+// Segments per row for the two-pass split (1: a single pass).
+int64_t row_segments(const ReduceArgs& a) {
+  if (a.inner != 1 || a.outer >= kSplitBelowRows || a.r <= kSplitAboveCols) return 1;
+  const int64_t s = (a.r + kMinSegment - 1) / kMinSegment;
+  return s < kMaxSegments ? s : kMaxSegments;
+}
+
+void launch_reduce_rows(const ReduceArgs& a, float inv_r, int64_t segs, int64_t seg_len, const int64_t* kmap,
+                        cudaStream_t stream) {
+  launch_rows(&reduce_rows_kernel<true>, &reduce_rows_kernel<false>, a.outer * segs, seg_len,
+              32 * (sizeof(float) + sizeof(long long)), stream, a, inv_r, segs, seg_len, kmap);
+  FASTNN_CUDA_CHECK_LAUNCH("reduce_rows_kernel");
+}
+
 }  // namespace
 
-void reduce(const ReduceArgs& a, cudaStream_t stream) {
+size_t reduce_scratch_bytes(const ReduceArgs& a) {
+  const int64_t segs = row_segments(a);
+  return segs == 1 ? 0 : static_cast<size_t>(a.outer * segs) * (sizeof(float) + sizeof(int64_t));
+}
+
+void reduce(const ReduceArgs& a, void* scratch, cudaStream_t stream) {
   if (a.outer * a.inner <= 0 || a.r <= 0) return;
   const float inv_r = static_cast<float>(1.0 / static_cast<double>(a.r));
   if (a.inner == 1) {
-    launch_rows(&reduce_rows_kernel<true>, &reduce_rows_kernel<false>, a.outer, a.r,
-                32 * (sizeof(float) + sizeof(long long)), stream, a, inv_r);
-    FASTNN_CUDA_CHECK_LAUNCH("reduce_rows_kernel");
-    return;
+    const int64_t segs = row_segments(a);
+    if (segs == 1) return launch_reduce_rows(a, inv_r, 1, a.r, nullptr, stream);
+    // pass 1: segment partials (sums unscaled; max with global indices)
+    int64_t* part_k = static_cast<int64_t*>(scratch);
+    float* part_v = reinterpret_cast<float*>(part_k + a.outer * segs);
+    ReduceArgs p1 = a;
+    p1.op = a.op == ReduceOp::mean ? ReduceOp::sum : a.op;
+    p1.out = part_v;
+    p1.indices = part_k;
+    launch_reduce_rows(p1, 1.0f, segs, (a.r + segs - 1) / segs, nullptr, stream);
+    // pass 2: each row's `segs` partials
+    ReduceArgs p2 = a;
+    p2.r = segs;
+    p2.x = part_v;
+    return launch_reduce_rows(p2, inv_r, 1, segs, a.op == ReduceOp::max ? part_k : nullptr, stream);
   }
   FASTNN_LAUNCH(reduce_columns_kernel, grid_for(a.outer * a.inner), kThreads, 0, stream)(a, inv_r);
   FASTNN_CUDA_CHECK_LAUNCH("reduce_columns_kernel");

@@ -51,7 +51,10 @@ FASTNN_CUDA_OP(nn_embedding_backward, EmbeddingBackwardCudaArgs) {
 }
 FASTNN_CUDA_OP(nn_binary, BinaryArgs) { k::binary(args, stream); }
 FASTNN_CUDA_OP(nn_fill, FillArgs) { k::fill(args, stream); }
-FASTNN_CUDA_OP(nn_reduce, ReduceArgs) { k::reduce(args, stream); }
+FASTNN_CUDA_OP(nn_reduce, ReduceArgs) {
+  DeviceScratch s(k::reduce_scratch_bytes(args), device);
+  k::reduce(args, s.get(), stream);
+}
 FASTNN_CUDA_OP(nn_max_backward, ReduceMaxBackwardArgs) { k::reduce_max_backward(args, stream); }
 
 // One stream synchronisation (the binding must raise before returning), no cudaMemcpy.
