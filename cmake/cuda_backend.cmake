@@ -49,7 +49,17 @@ endif()
 # ---- real module ----------------------------------------------------------------
 if(FASTNN_WITH_CUDA)
   find_package(CUDAToolkit REQUIRED)
-  pybind11_add_module(_cuda ${FASTNN_CUDA_BACKEND_SOURCES} ${FASTNN_CUDA_KERNEL_SOURCES}
+  # The kernels as an object library, linked into _cuda and into the C++ library fastnn_cuda
+  # (cmake/fastnn_sdk.cmake) without a second nvcc compilation. Hidden: they are reached
+  # through the backend or fastnn/cuda.h, never by symbol from outside.
+  add_library(fastnn_cuda_kernels OBJECT ${FASTNN_CUDA_KERNEL_SOURCES})
+  target_include_directories(fastnn_cuda_kernels PRIVATE ${_fastnn_cuda_includes})
+  set_target_properties(fastnn_cuda_kernels PROPERTIES
+      CUDA_ARCHITECTURES "${FASTNN_CUDA_ARCHITECTURES}" CUDA_STANDARD 17 POSITION_INDEPENDENT_CODE ON
+      CUDA_VISIBILITY_PRESET hidden CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+  target_compile_options(fastnn_cuda_kernels PRIVATE
+      $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-warn-spills --Werror=all-warnings --expt-relaxed-constexpr -lineinfo>)
+  pybind11_add_module(_cuda ${FASTNN_CUDA_BACKEND_SOURCES} $<TARGET_OBJECTS:fastnn_cuda_kernels>
                       ${FASTNN_CUDA_TESTING_KERNEL_SOURCES})
   target_include_directories(_cuda PRIVATE ${_fastnn_cuda_includes})
   target_compile_definitions(_cuda PRIVATE FASTNN_CUDA_MODULE_NAME=_cuda FASTNN_CUDA_MODULE_NAME_STR="_cuda")

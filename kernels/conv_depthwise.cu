@@ -117,26 +117,29 @@ DwParams dw_params(const Conv2dArgs& a, const char* op) {
 }
 
 // Grid-stride kernels: a grid of at most 8 waves of 132 SMs x 8 blocks is plenty.
-unsigned elementwise_blocks(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(blocks_for(n, kThreads), 8448)); }
+void launch_grid_stride(void (*kernel)(DwParams), const char* name, int64_t n, const DwParams& p,
+                        cudaStream_t stream) {
+  if (n == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>(blocks_for(n, kThreads), 8448));
+  FASTNN_LAUNCH(kernel, blocks, kThreads, 0, stream)(p);
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) cuda_detail::throw_cuda_error(err, name, __FILE__, __LINE__);
+}
 
 }  // namespace
 
 void conv2d_forward_depthwise(const Conv2dArgs& a, cudaStream_t stream) {
   DwParams p = dw_params(a, "conv2d");
   p.out = a.y;
-  const int64_t n = a.batch * a.out_channels * a.out_h * a.out_w;
-  if (n == 0) return;
-  FASTNN_LAUNCH(depthwise_forward_kernel, elementwise_blocks(n), kThreads, 0, stream)(p);
-  FASTNN_CUDA_CHECK_LAUNCH("depthwise_forward_kernel");
+  launch_grid_stride(depthwise_forward_kernel, "launch of depthwise_forward_kernel",
+                     a.batch * a.out_channels * a.out_h * a.out_w, p, stream);
 }
 
 void conv2d_backward_input_depthwise(const Conv2dArgs& a, cudaStream_t stream) {
   DwParams p = dw_params(a, "conv2d_backward");
   p.out = a.dx;
-  const int64_t n = a.batch * a.in_channels * a.in_h * a.in_w;
-  if (n == 0) return;
-  FASTNN_LAUNCH(depthwise_grad_input_kernel, elementwise_blocks(n), kThreads, 0, stream)(p);
-  FASTNN_CUDA_CHECK_LAUNCH("depthwise_grad_input_kernel");
+  launch_grid_stride(depthwise_grad_input_kernel, "launch of depthwise_grad_input_kernel",
+                     a.batch * a.in_channels * a.in_h * a.in_w, p, stream);
 }
 
 void conv2d_backward_weight_depthwise(const Conv2dArgs& a, cudaStream_t stream) {

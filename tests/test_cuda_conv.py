@@ -19,26 +19,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fastnn
 from fastnn import _C
 
 from conftest import f32_matmul_tol
 
-if not fastnn.cuda.is_available():
-    pytest.skip("device 'cuda' not available (neither a GPU nor the emulator)", allow_module_level=True)
-emu = pytest.importorskip("fastnn._cuda_emu")
+from cuda_spatial_util import cpu, dev, host, order  # noqa: F401 (order: autouse fixture)
 
-ORDERS = ["forward", "reverse", "random"]
 EPS32 = float(np.finfo(np.float32).eps)
-
-
-@pytest.fixture(params=ORDERS, autouse=True)
-def order(request):
-    before = emu._get_order()
-    emu._set_order(request.param, 4321)
-    yield request.param
-    emu._set_order(*before)
-
 
 # (x shape (N, C, H, W), weight shape (O, C/groups, kh, kw), conv kwargs)
 CASES = [
@@ -58,18 +45,6 @@ CASES = [
 ]
 
 
-def _dev(a):
-    return fastnn.from_numpy(np.ascontiguousarray(a)).to("cuda")
-
-
-def _host(t):
-    return np.asarray(t.to("cpu"))
-
-
-def _cpu(a):
-    return fastnn.from_numpy(np.ascontiguousarray(a))
-
-
 def _within(actual, expected, bound, what):
     err = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
     worst = np.unravel_index(np.argmax(err - bound), err.shape)
@@ -86,15 +61,15 @@ def test_conv2d_forward_backward(case, rng):
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
-    y = _host(_C.conv2d(_dev(x), _dev(w), _dev(b), **kw))
-    want = np.asarray(_C.conv2d(_cpu(x), _cpu(w), _cpu(b), **kw))
-    mag = np.asarray(_C.conv2d(_cpu(np.abs(x)), _cpu(np.abs(w)), _cpu(np.abs(b)), **kw))
+    y = host(_C.conv2d(dev(x), dev(w), dev(b), **kw))
+    want = np.asarray(_C.conv2d(cpu(x), cpu(w), cpu(b), **kw))
+    mag = np.asarray(_C.conv2d(cpu(np.abs(x)), cpu(np.abs(w)), cpu(np.abs(b)), **kw))
     _within(y, want, f32_matmul_tol(ws[1] * ws[2] * ws[3] + 1) * mag, "y")
 
     gy = rng.standard_normal(want.shape).astype(np.float32)
-    gx, gw, gb = (_host(t) for t in _C.conv2d_backward(_dev(gy), _dev(x), _dev(w), **kw))
-    rx, rw, rb = (np.asarray(t) for t in _C.conv2d_backward(_cpu(gy), _cpu(x), _cpu(w), **kw))
-    ax, aw, ab = (np.asarray(t) for t in _C.conv2d_backward(_cpu(np.abs(gy)), _cpu(np.abs(x)), _cpu(np.abs(w)), **kw))
+    gx, gw, gb = (host(t) for t in _C.conv2d_backward(dev(gy), dev(x), dev(w), **kw))
+    rx, rw, rb = (np.asarray(t) for t in _C.conv2d_backward(cpu(gy), cpu(x), cpu(w), **kw))
+    ax, aw, ab = (np.asarray(t) for t in _C.conv2d_backward(cpu(np.abs(gy)), cpu(np.abs(x)), cpu(np.abs(w)), **kw))
     og = ws[0] // kw.get("groups", 1)
     _within(gx, rx, f32_matmul_tol(og * ws[2] * ws[3]) * ax, "grad_input")
     _within(gw, rw, f32_matmul_tol(_ho_wo(gy)) * aw, "grad_weight")
@@ -110,9 +85,9 @@ def test_conv2d_fused_activation(case, act, rng):
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
-    y = _host(_C.conv2d(_dev(x), _dev(w), _dev(b), activation=act, **kw))
-    want = np.asarray(_C.conv2d(_cpu(x), _cpu(w), _cpu(b), activation=act, **kw))
-    mag = np.asarray(_C.conv2d(_cpu(np.abs(x)), _cpu(np.abs(w)), _cpu(np.abs(b)), **kw))
+    y = host(_C.conv2d(dev(x), dev(w), dev(b), activation=act, **kw))
+    want = np.asarray(_C.conv2d(cpu(x), cpu(w), cpu(b), activation=act, **kw))
+    mag = np.asarray(_C.conv2d(cpu(np.abs(x)), cpu(np.abs(w)), cpu(np.abs(b)), **kw))
     # Every activation here is 1.13-Lipschitz at most (GELU); the libm / CUDA math functions
     # differ by a few ulp of their result (<= 1.0 in magnitude for sigmoid/tanh): 4 eps extra.
     bound = 1.2 * f32_matmul_tol(ws[1] * ws[2] * ws[3] + 1) * mag + 4 * EPS32 * (1 + np.abs(want))
@@ -125,15 +100,15 @@ def test_conv2d_no_bias_and_partial_backward(rng):
     xs, ws, kw = CASES[0]
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
-    y = _host(_C.conv2d(_dev(x), _dev(w), None, **kw))
-    np.testing.assert_allclose(y, np.asarray(_C.conv2d(_cpu(x), _cpu(w), None, **kw)), rtol=1e-4, atol=1e-4)
+    y = host(_C.conv2d(dev(x), dev(w), None, **kw))
+    np.testing.assert_allclose(y, np.asarray(_C.conv2d(cpu(x), cpu(w), None, **kw)), rtol=1e-4, atol=1e-4)
     gy = rng.standard_normal(y.shape).astype(np.float32)
-    full = [_host(t) for t in _C.conv2d_backward(_dev(gy), _dev(x), _dev(w), **kw)]
+    full = [host(t) for t in _C.conv2d_backward(dev(gy), dev(x), dev(w), **kw)]
     for ni, nw, nb in [(True, False, False), (False, True, False), (False, False, True), (False, True, True)]:
-        got = _C.conv2d_backward(_dev(gy), _dev(x), _dev(w), need_input=ni, need_weight=nw, need_bias=nb, **kw)
+        got = _C.conv2d_backward(dev(gy), dev(x), dev(w), need_input=ni, need_weight=nw, need_bias=nb, **kw)
         for need, g, f in zip((ni, nw, nb), got, full):
             if need:
-                np.testing.assert_array_equal(_host(g), f)  # same kernels, same order
+                np.testing.assert_array_equal(host(g), f)  # same kernels, same order
             else:
                 assert g is None
 
@@ -141,19 +116,19 @@ def test_conv2d_no_bias_and_partial_backward(rng):
 def test_conv2d_noncontiguous_cuda_inputs(rng):
     x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)  # NHWC, viewed as NCHW
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    xd = _dev(x).permute(0, 3, 1, 2)
+    xd = dev(x).permute(0, 3, 1, 2)
     assert not xd.is_contiguous()
-    y = _host(_C.conv2d(xd, _dev(w), padding=1))
-    want = np.asarray(_C.conv2d(_cpu(x.transpose(0, 3, 1, 2)), _cpu(w), padding=1))
+    y = host(_C.conv2d(xd, dev(w), padding=1))
+    want = np.asarray(_C.conv2d(cpu(x.transpose(0, 3, 1, 2)), cpu(w), padding=1))
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
 
 
 def test_conv2d_outputs_stay_on_device_without_host_copies(rng):
     xs, ws, kw = CASES[3]
-    x, w = _dev(rng.standard_normal(xs).astype(np.float32)), _dev(rng.standard_normal(ws).astype(np.float32))
-    b = _dev(rng.standard_normal(ws[0]).astype(np.float32))
-    dw_x = _dev(rng.standard_normal((1, 4, 6, 6)).astype(np.float32))
-    dw_w = _dev(rng.standard_normal((4, 1, 3, 3)).astype(np.float32))
+    x, w = dev(rng.standard_normal(xs).astype(np.float32)), dev(rng.standard_normal(ws).astype(np.float32))
+    b = dev(rng.standard_normal(ws[0]).astype(np.float32))
+    dw_x = dev(rng.standard_normal((1, 4, 6, 6)).astype(np.float32))
+    dw_w = dev(rng.standard_normal((4, 1, 3, 3)).astype(np.float32))
     before = _C._cuda_host_device_copies()
     y = _C.conv2d(x, w, b, activation="relu", **kw)
     grads = _C.conv2d_backward(y, x, w, **kw)
@@ -165,32 +140,32 @@ def test_conv2d_outputs_stay_on_device_without_host_copies(rng):
 
 
 def test_zero_size_cuda(rng):
-    w = _dev(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
-    y = _C.conv2d(_dev(np.zeros((0, 3, 5, 5), np.float32)), w, padding=1)
+    w = dev(rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    y = _C.conv2d(dev(np.zeros((0, 3, 5, 5), np.float32)), w, padding=1)
     assert tuple(y.shape) == (0, 4, 5, 5)
-    gx, gw, gb = _C.conv2d_backward(_dev(np.zeros((0, 4, 5, 5), np.float32)), _dev(np.zeros((0, 3, 5, 5), np.float32)),
+    gx, gw, gb = _C.conv2d_backward(dev(np.zeros((0, 4, 5, 5), np.float32)), dev(np.zeros((0, 3, 5, 5), np.float32)),
                                     w, padding=1)
     assert tuple(gx.shape) == (0, 3, 5, 5)
-    np.testing.assert_array_equal(_host(gw), 0)
-    np.testing.assert_array_equal(_host(gb), 0)
-    b = _dev(np.array([1.0, -2.0], np.float32))
-    y = _host(_C.conv2d(_dev(np.zeros((2, 0, 4, 4), np.float32)), _dev(np.zeros((2, 0, 3, 3), np.float32)), b,
+    np.testing.assert_array_equal(host(gw), 0)
+    np.testing.assert_array_equal(host(gb), 0)
+    b = dev(np.array([1.0, -2.0], np.float32))
+    y = host(_C.conv2d(dev(np.zeros((2, 0, 4, 4), np.float32)), dev(np.zeros((2, 0, 3, 3), np.float32)), b,
                         padding=1, activation="relu"))
     np.testing.assert_array_equal(y[:, 0], 1.0)
     np.testing.assert_array_equal(y[:, 1], 0.0)
 
 
 def test_device_mismatch_errors(rng):
-    x = _dev(np.zeros((1, 3, 5, 5), np.float32))
+    x = dev(np.zeros((1, 3, 5, 5), np.float32))
     w = np.zeros((4, 3, 3, 3), np.float32)
     with pytest.raises(ValueError, match="'weight'"):
-        _C.conv2d(x, _cpu(w))
+        _C.conv2d(x, cpu(w))
     with pytest.raises(ValueError, match="'bias'"):
-        _C.conv2d(x, _dev(w), _cpu(np.zeros(4, np.float32)))
+        _C.conv2d(x, dev(w), cpu(np.zeros(4, np.float32)))
     with pytest.raises(ValueError, match="'grad_out'"):
-        _C.conv2d_backward(_cpu(np.zeros((1, 4, 3, 3), np.float32)), x, _dev(w))
+        _C.conv2d_backward(cpu(np.zeros((1, 4, 3, 3), np.float32)), x, dev(w))
     with pytest.raises(ValueError, match="'x'.*'cpu'"):
-        _C.conv2d_reference(x, _dev(w), None, _dev(np.zeros((1, 4, 3, 3), np.float32)))
+        _C.conv2d_reference(x, dev(w), None, dev(np.zeros((1, 4, 3, 3), np.float32)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,11 +184,11 @@ TC_ROUNDING = {"tf32": 2.0 ** -9, "bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
 
 def _tc_inputs(dtype, x, w):
     """CUDA inputs for the path, and the float32 values the kernels actually multiply."""
-    xd, wd = _dev(x), _dev(w)
+    xd, wd = dev(x), dev(w)
     if dtype == "tf32":
         return xd, wd, x, w, True
     xd, wd = xd.to(dtype), wd.to(dtype)
-    return xd, wd, _host(xd.to("float32")), _host(wd.to("float32")), None
+    return xd, wd, host(xd.to("float32")), host(wd.to("float32")), None
 
 
 @pytest.mark.parametrize("case, dtype", TC_PARAMS, ids=lambda v: v if isinstance(v, str) else f"{v[0]}-{v[1]}-{v[2]}")
@@ -224,18 +199,18 @@ def test_conv2d_tensor_cores(case, dtype, rng):
     b = rng.standard_normal(ws[0]).astype(np.float32)
     xd, wd, xr, wr, tf32 = _tc_inputs(dtype, x, w)
     rel = TC_ROUNDING[dtype]
-    y = _host(_C.conv2d(xd, wd, _dev(b), allow_tf32=tf32, **kw))
-    want = np.asarray(_C.conv2d(_cpu(xr), _cpu(wr), _cpu(b), **kw))
-    mag = np.asarray(_C.conv2d(_cpu(np.abs(xr)), _cpu(np.abs(wr)), _cpu(np.abs(b)), **kw))
+    y = host(_C.conv2d(xd, wd, dev(b), allow_tf32=tf32, **kw))
+    want = np.asarray(_C.conv2d(cpu(xr), cpu(wr), cpu(b), **kw))
+    mag = np.asarray(_C.conv2d(cpu(np.abs(xr)), cpu(np.abs(wr)), cpu(np.abs(b)), **kw))
     k = ws[1] * ws[2] * ws[3] + 1
     depthwise_fp32 = dtype == "tf32" and kw.get("groups", 1) == xs[1] > 1  # the FP32 depthwise kernel
     fwd_rel = rel if dtype == "tf32" and not depthwise_fp32 else 0.0
     _within(y, want, (fwd_rel + f32_matmul_tol(k)) * mag, f"y ({dtype})")
 
     gy = rng.standard_normal(want.shape).astype(np.float32)
-    gx, gw, gb = (_host(t) for t in _C.conv2d_backward(_dev(gy), xd, wd, allow_tf32=tf32, **kw))
-    rx, rw, rb = (np.asarray(t) for t in _C.conv2d_backward(_cpu(gy), _cpu(xr), _cpu(wr), **kw))
-    ax, aw, ab = (np.asarray(t) for t in _C.conv2d_backward(_cpu(np.abs(gy)), _cpu(np.abs(xr)), _cpu(np.abs(wr)),
+    gx, gw, gb = (host(t) for t in _C.conv2d_backward(dev(gy), xd, wd, allow_tf32=tf32, **kw))
+    rx, rw, rb = (np.asarray(t) for t in _C.conv2d_backward(cpu(gy), cpu(xr), cpu(wr), **kw))
+    ax, aw, ab = (np.asarray(t) for t in _C.conv2d_backward(cpu(np.abs(gy)), cpu(np.abs(xr)), cpu(np.abs(wr)),
                                                             **kw))
     og = ws[0] // kw.get("groups", 1)
     bwd_rel = 0.0 if depthwise_fp32 else rel
@@ -244,7 +219,7 @@ def test_conv2d_tensor_cores(case, dtype, rng):
     _within(gb, rb, f32_matmul_tol(_ho_wo(gy)) * ab, f"grad_bias ({dtype})")  # float32 dy: no rounding
     assert gx.dtype == np.float32 and gw.dtype == np.float32 and y.dtype == np.float32
     if dtype == "tf32" and not depthwise_fp32:  # TF32 really ran: it rounds the float32 operands
-        assert np.any(y != _host(_C.conv2d(_dev(x), _dev(w), _dev(b), **kw)))
+        assert np.any(y != host(_C.conv2d(dev(x), dev(w), dev(b), **kw)))
 
 
 def test_conv2d_tensor_cores_fused_gelu(rng):
@@ -253,20 +228,20 @@ def test_conv2d_tensor_cores_fused_gelu(rng):
     w = rng.standard_normal(ws).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
     xd, wd, xr, wr, _ = _tc_inputs("bfloat16", x, w)
-    y = _host(_C.conv2d(xd, wd, _dev(b), activation="gelu", **kw))
-    want = np.asarray(_C.conv2d(_cpu(xr), _cpu(wr), _cpu(b), activation="gelu", **kw))
-    mag = np.asarray(_C.conv2d(_cpu(np.abs(xr)), _cpu(np.abs(wr)), _cpu(np.abs(b)), **kw))
+    y = host(_C.conv2d(xd, wd, dev(b), activation="gelu", **kw))
+    want = np.asarray(_C.conv2d(cpu(xr), cpu(wr), cpu(b), activation="gelu", **kw))
+    mag = np.asarray(_C.conv2d(cpu(np.abs(xr)), cpu(np.abs(wr)), cpu(np.abs(b)), **kw))
     _within(y, want, 1.2 * f32_matmul_tol(ws[1] * ws[2] * ws[3] + 1) * mag + 4 * EPS32 * (1 + np.abs(want)), "gelu")
 
 
 def test_tensor_core_argument_errors():
-    x = _dev(np.zeros((1, 3, 5, 5), np.float32))
-    w = _dev(np.zeros((4, 3, 3, 3), np.float32))
+    x = dev(np.zeros((1, 3, 5, 5), np.float32))
+    w = dev(np.zeros((4, 3, 3, 3), np.float32))
     with pytest.raises(TypeError, match="'weight'.*bfloat16.*float32"):
         _C.conv2d(x.to("bfloat16"), w)
     with pytest.raises(TypeError, match="'x'.*float32.*bfloat16"):
-        _C.conv2d(_cpu(np.zeros((1, 3, 5, 5), np.float32)).to("bfloat16"), _cpu(np.zeros((4, 3, 3, 3), np.float32)))
+        _C.conv2d(cpu(np.zeros((1, 3, 5, 5), np.float32)).to("bfloat16"), cpu(np.zeros((4, 3, 3, 3), np.float32)))
     with pytest.raises(TypeError, match="'allow_tf32'"):
         _C.conv2d(x, w, allow_tf32="yes")
     with pytest.raises(TypeError, match="'grad_out'.*float32"):
-        _C.conv2d_backward(_dev(np.zeros((1, 4, 3, 3), np.float32)).to("bfloat16"), x.to("bfloat16"), w.to("bfloat16"))
+        _C.conv2d_backward(dev(np.zeros((1, 4, 3, 3), np.float32)).to("bfloat16"), x.to("bfloat16"), w.to("bfloat16"))

@@ -338,9 +338,9 @@ def test_cuda_device(device, rng):
 
 def test_errors(rng):
     a, b = rand(rng, 4, 5), rand(rng, 5, 6)
-    with pytest.raises(TypeError, match=r"gemm: argument 'b': expected 2-D float32, got 3-D float64"):
+    with pytest.raises(TypeError, match=r"gemm: argument 'b': expected 2-D float32, bfloat16 or float16, got 3-D float64"):
         gemm(a, np.zeros((2, 5, 6)))
-    with pytest.raises(ValueError, match=r"gemm: argument 'a': expected 2-D float32, got 1-D"):
+    with pytest.raises(ValueError, match=r"gemm: argument 'a': expected 2-D float32, bfloat16 or float16, got 1-D"):
         gemm(np.zeros(5, np.float32), b)
     with pytest.raises(ValueError, match=r"inner dimensions.*\(4, 5\).*\(6, 6\)"):
         gemm(a, rand(rng, 6, 6))
@@ -358,7 +358,7 @@ def test_errors(rng):
         matmul(a, rand(rng, 4, 6))
     with pytest.raises(ValueError, match=r"matmul: cannot broadcast.*\(2, 4, 5\).*\(3, 5, 6\)"):
         matmul(rand(rng, 2, 4, 5), rand(rng, 3, 5, 6))
-    with pytest.raises(ValueError, match=r"matmul: argument 'a': expected at least 1-D float32, got 0-D"):
+    with pytest.raises(ValueError, match=r"matmul: argument 'a': expected at least 1-D float32, bfloat16 or float16, got 0-D"):
         matmul(np.array(1.0, np.float32), b)
     with pytest.raises(ValueError, match=r"linear: argument 'weight': inner dimensions"):
         linear(rand(rng, 3, 4), rand(rng, 5, 3))

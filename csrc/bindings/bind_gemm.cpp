@@ -2,7 +2,15 @@
 // broadcasting), linear (PyTorch convention) and their backward passes. Everything is
 // expressed as GemmArgs with strides; transposes and broadcasts are folded into
 // strides, never copied (except a non-collapsible leading-dim layout in linear).
+//
+// Operand dtypes: float32; gemm / matmul / linear also take bfloat16 or float16 operands
+// (both the same dtype): on CUDA the tensor-core path reads them directly (FP32
+// accumulation); on the CPU they are widened to float32 first (exact), which computes
+// the same products. Results, c, bias and out are float32. CUDA configuration copied
+// into GemmArgs: allow_tf32 and the tile override (fastnn.cuda.set_allow_tf32 /
+// set_gemm_tile), read once per call.
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 #include <optional>
 
@@ -12,23 +20,60 @@
 namespace fastnn::bindings {
 namespace {
 
-void expect_matrix_like(const Tensor& t, int64_t ndim, bool at_least, const char* op, const char* arg) {
+// Configuration of the CUDA GEMM (not kernel state: copied into each GemmArgs).
+std::atomic<bool>& allow_tf32_setting() {
+  static std::atomic<bool> v{false};
+  return v;
+}
+std::atomic<int>& gemm_tile_setting() {
+  static std::atomic<int> v{0};
+  return v;
+}
+
+bool is_low_precision(DType dt) { return dt == DType::bfloat16 || dt == DType::float16; }
+
+// `lowp`: a GEMM operand, which may also be bfloat16 / float16.
+void expect_matrix_like(const Tensor& t, int64_t ndim, bool at_least, const char* op, const char* arg,
+                        bool lowp = false) {
   const bool nd_ok = at_least ? t.ndim() >= ndim : t.ndim() == ndim;
-  if (nd_ok && t.dtype == DType::float32) return;
-  const std::string want = detail::concat(at_least ? "at least " : "", ndim, "-D float32");
+  const bool dt_ok = t.dtype == DType::float32 || (lowp && is_low_precision(t.dtype));
+  if (nd_ok && dt_ok) return;
+  const std::string want = detail::concat(at_least ? "at least " : "", ndim, "-D ",
+                                          lowp ? "float32, bfloat16 or float16" : "float32");
   const std::string got = detail::concat(t.ndim(), "-D ", dtype_name(t.dtype), " with shape ", shape_str(t.shape));
-  if (t.dtype != DType::float32)
-    throw TypeError(detail::concat(op, ": argument '", arg, "': expected ", want, ", got ", got));
+  if (!dt_ok) throw TypeError(detail::concat(op, ": argument '", arg, "': expected ", want, ", got ", got));
   throw ValueError(detail::concat(op, ": argument '", arg, "': expected ", want, ", got ", got));
 }
 
+// The two operands of one product share a dtype (no implicit promotion).
+void expect_same_operand_dtype(const Tensor& a, const Tensor& b, const char* op, const char* b_arg) {
+  FASTNN_CHECK(a.dtype == b.dtype, TypeError, op, ": argument '", b_arg, "': expected dtype ", dtype_name(a.dtype),
+               " (the dtype of the other operand), got ", dtype_name(b.dtype));
+}
+
+// On the CPU a 16-bit operand is widened to float32 (exact); float32 and CUDA operands
+// are returned as they are.
+Tensor cpu_operand(const Tensor& t) {
+  if (t.device().type == DeviceType::cuda || !is_low_precision(t.dtype)) return t;
+  return to_dtype(t, DType::float32);
+}
+
+// `p` advanced by `elems` elements of `dt` (GemmArgs keeps 16-bit operand addresses in
+// float pointers: see GemmArgs::ab_dtype).
+const float* advance(const float* p, int64_t elems, DType dt) {
+  return reinterpret_cast<const float*>(reinterpret_cast<const char*>(p) + elems * static_cast<int64_t>(itemsize(dt)));
+}
+
 // Runs the kernel on the tensors' device. Pointers and strides are already in `g`.
-void run_gemm(const GemmArgs& g, const Device& dev) {
+void run_gemm(GemmArgs g, const Device& dev) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  if (dev.type == DeviceType::cuda)
+  if (dev.type == DeviceType::cuda) {
+    g.allow_tf32 = allow_tf32_setting().load(std::memory_order_relaxed);
+    g.tile = gemm_tile_setting().load(std::memory_order_relaxed);
     require_cuda_backend().gemm(g, dev.index);
-  else
+  } else {
     cpu::gemm(g);
+  }
 }
 
 bool same_view(const Tensor& a, const Tensor& b) {
@@ -69,8 +114,9 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   const char* op = "gemm";
   Tensor a = to_tensor(a_obj, op, "a");
   Tensor b = to_tensor(b_obj, op, "b");
-  expect_matrix_like(a, 2, false, op, "a");
-  expect_matrix_like(b, 2, false, op, "b");
+  expect_matrix_like(a, 2, false, op, "a", true);
+  expect_matrix_like(b, 2, false, op, "b", true);
+  expect_same_operand_dtype(a, b, op, "b");
   const Device dev = a.device();
   expect_same_device(b, dev, op, "b");
   const Activation act = parse_activation(act_obj, op, "activation");
@@ -99,13 +145,14 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   // A bias that is not unit-stride is made contiguous (n floats): the epilogue reads it as a vector.
   if (bias.defined() && bias.shape[0] > 1 && bias.strides[0] != 1) bias = contiguous(bias);
   Tensor r = prepare_result({m, n}, out, c, use_c, dev, op, {{&a, "a"}, {&b, "b"}, {&bias, "bias"}});
+  a = cpu_operand(a), b = cpu_operand(b);
 
   GemmArgs g;
   g.m = m, g.n = n, g.k = k;
-  g.a = a.data_as<float>();
+  g.a = static_cast<const float*>(a.data());  // 16-bit operands too: see GemmArgs::ab_dtype
   g.a_rs = trans_a ? a.strides[1] : a.strides[0];
   g.a_cs = trans_a ? a.strides[0] : a.strides[1];
-  g.b = b.data_as<float>();
+  g.b = static_cast<const float*>(b.data());
   g.b_rs = trans_b ? b.strides[1] : b.strides[0];
   g.b_cs = trans_b ? b.strides[0] : b.strides[1];
   g.c = r.data_as<float>();
@@ -113,6 +160,7 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   g.alpha = alpha, g.beta = use_c ? beta : 0.0f;
   g.bias_col = bias.defined() ? bias.data_as<float>() : nullptr;
   g.activation = act;
+  g.ab_dtype = a.dtype;
   {
     py::gil_scoped_release nogil;
     run_gemm(g, dev);
@@ -157,7 +205,7 @@ void run_batched(GemmArgs g, Shape bshape, Shape as, Shape bs, Shape cs, const D
   while (true) {
     int64_t oa = 0, ob = 0, oc = 0;
     for (size_t d = 0; d + 1 < nd; ++d) oa += idx[d] * a3[d], ob += idx[d] * b3[d], oc += idx[d] * c3[d];
-    g.a = a0 + oa, g.b = b0 + ob, g.c = c0 + oc;
+    g.a = advance(a0, oa, g.ab_dtype), g.b = advance(b0, ob, g.ab_dtype), g.c = c0 + oc;
     run_gemm(g, dev);
     int64_t d = static_cast<int64_t>(nd) - 2;
     for (; d >= 0; --d) {
@@ -216,13 +264,14 @@ struct MatmulPlan {
   int64_t m, k, n;
 };
 
-MatmulPlan plan_matmul(const Tensor& a_in, const Tensor& b_in, const char* op) {
-  expect_matrix_like(a_in, 1, true, op, "a");
-  expect_matrix_like(b_in, 1, true, op, "b");
+MatmulPlan plan_matmul(const Tensor& a_in, const Tensor& b_in, const char* op, bool lowp) {
+  expect_matrix_like(a_in, 1, true, op, "a", lowp);
+  expect_matrix_like(b_in, 1, true, op, "b", lowp);
+  expect_same_operand_dtype(a_in, b_in, op, "b");
   expect_same_device(b_in, a_in.device(), op, "b");
   MatmulPlan p;
-  p.a = promote(a_in, true);
-  p.b = promote(b_in, false);
+  p.a = promote(cpu_operand(a_in), true);
+  p.b = promote(cpu_operand(b_in), false);
   p.m = p.a.shape[p.a.ndim() - 2], p.k = p.a.shape[p.a.ndim() - 1];
   p.n = p.b.shape[p.b.ndim() - 1];
   const int64_t k2 = p.b.shape[p.b.ndim() - 2];
@@ -254,14 +303,15 @@ GemmArgs matrix_args(const Tensor& a, bool ta, const Tensor& b, bool tb, const T
   const int64_t an = a.ndim(), bn = b.ndim(), cn = c.ndim();
   GemmArgs g;
   g.m = m, g.n = n, g.k = k;
-  g.a = a.data_as<float>();
+  g.a = static_cast<const float*>(a.data());  // 16-bit operands too: see GemmArgs::ab_dtype
   g.a_rs = ta ? a.strides[an - 1] : a.strides[an - 2];
   g.a_cs = ta ? a.strides[an - 2] : a.strides[an - 1];
-  g.b = b.data_as<float>();
+  g.b = static_cast<const float*>(b.data());
   g.b_rs = tb ? b.strides[bn - 1] : b.strides[bn - 2];
   g.b_cs = tb ? b.strides[bn - 2] : b.strides[bn - 1];
   g.c = c.data_as<float>();
   g.c_rs = c.strides[cn - 2], g.c_cs = c.strides[cn - 1];
+  g.ab_dtype = a.dtype;
   return g;
 }
 
@@ -269,7 +319,7 @@ py::object matmul_py(py::handle a_obj, py::handle b_obj, py::handle out_obj) {
   const char* op = "matmul";
   Tensor a_in = to_tensor(a_obj, op, "a");
   Tensor b_in = to_tensor(b_obj, op, "b");
-  MatmulPlan p = plan_matmul(a_in, b_in, op);
+  MatmulPlan p = plan_matmul(a_in, b_in, op, true);
   const Device dev = a_in.device();
   Tensor out = to_tensor_or_none(out_obj, op, "out");
   Tensor none;
@@ -325,7 +375,7 @@ Tensor reduce_grad(const Tensor& x, const Shape& bshape, const Tensor& l, bool t
     }
   Shape ls = batch_strides(l, bshape), rs = batch_strides(rr, bshape);
   std::vector<int64_t> idx(nd, 0);
-  const float* l0 = g.a;
+  const float* l0 = g.a;  // float32 operands (backward takes float32 only)
   const float* r0 = g.b;
   float* c0 = g.c;
   while (true) {
@@ -361,7 +411,7 @@ py::tuple matmul_backward_py(py::handle g_obj, py::handle a_obj, py::handle b_ob
   Tensor a_in = to_tensor(a_obj, op, "a");
   Tensor b_in = to_tensor(b_obj, op, "b");
   Tensor grad = to_tensor(g_obj, op, "grad");
-  MatmulPlan p = plan_matmul(a_in, b_in, op);
+  MatmulPlan p = plan_matmul(a_in, b_in, op, false);
   const Device dev = a_in.device();
   expect_matrix_like(grad, static_cast<int64_t>(p.out_shape.size()), false, op, "grad");
   expect_shape(grad, p.out_shape, op, "grad");
@@ -422,9 +472,10 @@ Tensor as_rows(const Tensor& x, const char* op) {  // (M, in) view, copying only
   return r;
 }
 
-void check_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const char* op) {
-  expect_matrix_like(x, 1, true, op, "x");
-  expect_matrix_like(w, 2, false, op, "weight");
+void check_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const char* op, bool lowp) {
+  expect_matrix_like(x, 1, true, op, "x", lowp);
+  expect_matrix_like(w, 2, false, op, "weight", lowp);
+  expect_same_operand_dtype(x, w, op, "weight");
   expect_same_device(w, x.device(), op, "weight");
   FASTNN_CHECK(x.shape.back() == w.shape[1], ValueError, op,
                ": argument 'weight': inner dimensions do not match: x has shape ", shape_str(x.shape),
@@ -443,7 +494,8 @@ py::object linear_py(py::handle x_obj, py::handle w_obj, py::handle bias_obj, py
   Tensor x = to_tensor(x_obj, op, "x");
   Tensor w = to_tensor(w_obj, op, "weight");
   Tensor bias = to_tensor_or_none(bias_obj, op, "bias");
-  check_linear(x, w, bias, op);
+  check_linear(x, w, bias, op, true);
+  x = cpu_operand(x), w = cpu_operand(w);
   const Activation act = parse_activation(act_obj, op, "activation");
   const Device dev = x.device();
   if (bias.defined() && bias.shape[0] > 1 && bias.strides[0] != 1) bias = contiguous(bias);
@@ -468,7 +520,7 @@ py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_ob
   Tensor w = to_tensor(w_obj, op, "weight");
   Tensor grad = to_tensor(g_obj, op, "grad");
   Tensor none;
-  check_linear(x, w, none, op);
+  check_linear(x, w, none, op, false);
   const Device dev = x.device();
   Shape out_shape = x.shape;
   out_shape.back() = w.shape[0];
@@ -506,6 +558,34 @@ py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_ob
   return py::make_tuple(wrap(gx), wrap(gw), need_bias ? wrap(gb) : py::none());
 }
 
+// ---- CUDA GEMM configuration and plan ---------------------------------------------------
+void set_gemm_tile(int tile) {
+  FASTNN_CHECK(tile == 0 || tile == 64 || tile == 128, ValueError,
+               "set_gemm_tile: argument 'tile': expected 0 (heuristic), 64 or 128, got ", tile);
+  gemm_tile_setting().store(tile, std::memory_order_relaxed);
+}
+
+// (path, tile) the CUDA dispatcher picks for an (m x k) @ (k x n) product of `dtype`
+// operands, `batch` times, under the current configuration.
+py::tuple cuda_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t batch, py::handle dtype_obj, py::handle dev_obj) {
+  const char* op = "_cuda_gemm_plan";
+  const DType dt = parse_dtype(dtype_obj, op, "dtype");
+  FASTNN_CHECK(dt == DType::float32 || is_low_precision(dt), TypeError, op,
+               ": argument 'dtype': expected float32, bfloat16 or float16, got ", dtype_name(dt));
+  const Device dev = parse_device(dev_obj, op, "device");
+  FASTNN_CHECK(dev.type == DeviceType::cuda, ValueError, op, ": argument 'device': expected a CUDA device, got ",
+               dev.str());
+  GemmPlanQuery q;
+  q.args.m = m, q.args.n = n, q.args.k = k, q.args.batch = batch, q.args.ab_dtype = dt;
+  q.args.allow_tf32 = allow_tf32_setting().load(std::memory_order_relaxed);
+  q.args.tile = gemm_tile_setting().load(std::memory_order_relaxed);
+  int path = -1, tile = 0;
+  q.path = &path, q.tile = &tile;
+  cuda_op("gemm_plan", q, dev.index);
+  static const char* const names[] = {"fp32", "tf32", "bf16", "fp16"};
+  return py::make_tuple(names[path], tile);
+}
+
 }  // namespace
 
 FASTNN_BINDINGS(gemm) {
@@ -521,6 +601,20 @@ FASTNN_BINDINGS(gemm) {
         py::arg("activation") = py::none(), "act(x @ weight.T + bias).");
   m.def("linear_backward", &linear_backward_py, py::arg("grad"), py::arg("x"), py::arg("weight"),
         py::arg("need_bias") = true, "(grad_x, grad_weight, grad_bias or None) of linear (no activation).");
+  m.def(
+      "_set_allow_tf32", [](bool v) { allow_tf32_setting().store(v, std::memory_order_relaxed); }, py::arg("allow"),
+      "CUDA GEMM: let float32 products use TF32 tensor cores (default False).");
+  m.def(
+      "_get_allow_tf32", [] { return allow_tf32_setting().load(std::memory_order_relaxed); },
+      "CUDA GEMM: whether float32 products may use TF32 tensor cores.");
+  m.def("_set_gemm_tile", &set_gemm_tile, py::arg("tile"),
+        "CUDA GEMM block tile: 0 = heuristic (default), 64 or 128 = forced.");
+  m.def(
+      "_get_gemm_tile", [] { return gemm_tile_setting().load(std::memory_order_relaxed); },
+      "CUDA GEMM block tile setting (0 = heuristic).");
+  m.def("_cuda_gemm_plan", &cuda_gemm_plan, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("batch"),
+        py::arg("dtype"), py::arg("device") = "cuda",
+        "(path, tile) the CUDA GEMM dispatcher picks for this product under the current configuration.");
 }
 
 }  // namespace fastnn::bindings

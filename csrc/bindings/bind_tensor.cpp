@@ -408,9 +408,21 @@ FASTNN_BINDINGS(tensor) {
           t = c;
           copied = true;
         }
-        // fastnn works on the legacy default stream, so all prior work is ordered before the
-        // consumer's stream once we synchronise; stream -1 means "no synchronisation wanted".
-        if (t.device().type == DeviceType::cuda && !(py::isinstance<py::int_>(stream) && stream.cast<int64_t>() == -1))
+        // DLPack stream argument: None for CPU data; for CUDA an integer, 1 (legacy default),
+        // 2 (per-thread default), -1 (no synchronisation wanted) or a cudaStream_t; 0 is
+        // disallowed as ambiguous. fastnn works on the legacy default stream, so all prior work
+        // is ordered before the consumer's stream once we synchronise.
+        if (t.device().type == DeviceType::cpu) {
+          FASTNN_CHECK(stream.is_none(), ValueError, "__dlpack__: argument 'stream': expected None for a CPU tensor, got ",
+                       std::string(py::repr(stream)));
+        } else if (!stream.is_none()) {
+          FASTNN_CHECK(py::isinstance<py::int_>(stream), TypeError,
+                       "__dlpack__: argument 'stream': expected None or an integer, got ", std::string(py::repr(stream)));
+          FASTNN_CHECK(stream.cast<int64_t>() != 0, ValueError,
+                       "__dlpack__: argument 'stream': 0 is ambiguous for CUDA (DLPack spec); pass 1 for the legacy "
+                       "default stream, 2 for the per-thread default stream or -1 for no synchronisation");
+        }
+        if (t.device().type == DeviceType::cuda && !(!stream.is_none() && stream.cast<int64_t>() == -1))
           require_cuda_backend().synchronize(t.device().index);
         bool versioned = false;
         if (!max_version.is_none()) {

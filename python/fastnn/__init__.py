@@ -27,6 +27,7 @@ from .random import manual_seed, randn, rand, randint
 from . import nn, optim, data
 from .trainer import Trainer, History, Callback, EarlyStopping, ModelCheckpoint, LambdaCallback
 from .serialization import save, load
+from ._sdk import cmake_prefix_path  # the C++ library's CMake package (fastnn/_sdk.py)
 
 __version__: str = _C.build_info["version"]
 
@@ -80,5 +81,5 @@ __all__ = [
     "info", "cuda", "ops",
     "autograd", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "manual_seed", "randn", "rand",
     "randint", "nn", "optim", "data", "Trainer", "History", "Callback", "EarlyStopping", "ModelCheckpoint",
-    "LambdaCallback", "save", "load",
+    "LambdaCallback", "save", "load", "cmake_prefix_path",
 ]

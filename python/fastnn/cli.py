@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     from_command_line = argv is None  # only then may `bench` re-execute the process
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="fastnn", description="fastnn: hand-written CPU/CUDA kernels.")
+    parser.add_argument("--cmake-prefix-path", action="store_true",
+                        help="print the CMAKE_PREFIX_PATH entry for find_package(fastnn CONFIG) and exit")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, build mode, SIMD level, threads, GPU visibility")
     sub.add_parser("bench", help="benchmark the kernels against NumPy / PyTorch (fastnn bench --help)",
@@ -39,6 +41,10 @@ def main(argv=None) -> int:
         from .bench import main as bench_main
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
+    if args.cmake_prefix_path:
+        from ._sdk import cmake_prefix_path
+        print(cmake_prefix_path())
+        return 0
     if args.command == "info":
         import fastnn
         print(fastnn.info())

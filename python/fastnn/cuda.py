@@ -111,3 +111,32 @@ def host_device_copies() -> int:
 
 
 _select()
+
+
+# ---- GEMM configuration (kernels/gemm.cu; docs/CUDA.md "GEMM") ----------------------------
+def set_allow_tf32(allow: bool) -> None:
+    """Let float32 matrix products on 'cuda' round their operands to TF32 (10-bit mantissa) and run on
+    tensor cores, like ``torch.backends.cuda.matmul.allow_tf32``. Default False: FP32 CUDA cores."""
+    _C._set_allow_tf32(bool(allow))
+
+
+def get_allow_tf32() -> bool:
+    """Whether float32 matrix products on 'cuda' may use TF32 tensor cores."""
+    return _C._get_allow_tf32()
+
+
+def set_gemm_tile(tile=None) -> None:
+    """Force the CUDA GEMM block tile (64 or 128: BM = BN = tile); None restores the heuristic."""
+    _C._set_gemm_tile(0 if tile is None else int(tile))
+
+
+def get_gemm_tile():
+    """The forced CUDA GEMM block tile, or None when the heuristic chooses."""
+    t = _C._get_gemm_tile()
+    return None if t == 0 else t
+
+
+def gemm_plan(m: int, n: int, k: int, batch: int = 1, dtype="float32", device="cuda"):
+    """``(path, tile)`` the CUDA GEMM dispatcher picks for an (m x k) @ (k x n) product under the
+    current configuration: path 'fp32' (CUDA cores), 'tf32', 'bf16' or 'fp16' (tensor cores); tile 64 or 128."""
+    return _C._cuda_gemm_plan(int(m), int(n), int(k), int(batch), dtype, device)

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "fastnn/activation.h"
+#include "fastnn/tensor.h"
 
 namespace fastnn {
 
@@ -27,7 +28,32 @@ struct GemmArgs {
   Activation activation = Activation::none;
   int64_t batch = 1;
   int64_t a_batch_stride = 0, b_batch_stride = 0, c_batch_stride = 0;
+  // Element type of A and B: float32, or (CUDA only: the tensor-core path, FP32
+  // accumulation) bfloat16 / float16, in which case `a` and `b` hold the addresses of
+  // 16-bit elements (read them through gemm_operand<T>); strides stay in elements.
+  // C, c's input and the biases are float32 in every case. The CPU kernel takes float32.
+  DType ab_dtype = DType::float32;
+  // float32 operands may be rounded to TF32 (10-bit mantissa) on tensor cores: the
+  // configuration fastnn.cuda.set_allow_tf32 (default off), copied in by the bindings.
+  bool allow_tf32 = false;
+  // CUDA block tile: 0 = the dispatcher's heuristic (docs/CUDA.md "GEMM"), 64 or 128 =
+  // force BM = BN = tile (fastnn.cuda.set_gemm_tile: the configuration, for tests / tuning).
+  int tile = 0;
 };
+
+// CUDA op "gemm_plan": which kernel cuda gemm would run for `args` (without running it).
+// path: 0 fp32 (CUDA cores), 1 tf32, 2 bf16, 3 fp16 (tensor cores); tile: 64 or 128.
+struct GemmPlanQuery {
+  GemmArgs args;
+  int* path = nullptr;
+  int* tile = nullptr;
+};
+
+// A or B as elements of T (T matches GemmArgs::ab_dtype).
+template <class T>
+inline const T* gemm_operand(const float* p) {
+  return reinterpret_cast<const T*>(p);
+}
 
 namespace cpu {
 void gemm(const GemmArgs& args);
