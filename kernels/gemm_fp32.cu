@@ -16,7 +16,7 @@
 //   128x128x8, 8x8 per thread: 64 FMAs per 16 shared-memory words read per k; 8 KB of
 //     operands per 128*128*8*2 = 262k flops -> arithmetic intensity vs global memory
 //     BM*BN*2 / ((BM+BN)*4) = 32 flop/B per k-slice;
-//   64x64x16, 4x4 per thread: 16 flop/B, four times the blocks (thin or small problems).
+//   64x64x8, 4x4 per thread: 16 flop/B, four times the blocks (thin or small problems).
 // Bound: compute (FP32 FMA). A100-SXM4-80GB FP32 peak 19.5 TFLOP/s (2.04 TB/s: balance
 // 9.6 flop/B), H100-SXM5 67 TFLOP/s (3.35 TB/s: 20 flop/B); expected ~50-70% of peak at
 // large M, N, K (one 256-thread block per SM at the 128x128 tile); docs/CUDA.md "GEMM".

@@ -21,7 +21,7 @@ import pytest
 from test_gemm import EPS, act_ref, bound
 
 import fastnn
-from fastnn import ops
+from fastnn import nn, ops
 
 if not fastnn.cuda.is_available():
     pytest.skip("device 'cuda' not available (neither a GPU nor the emulator)", allow_module_level=True)
@@ -128,7 +128,7 @@ def test_paths_tiles_trans(rng, path, tile, trans_a, trans_b):
 
 @pytest.mark.parametrize("path", PATHS[:3])
 def test_exact_tile_multiples_and_k_tails(rng, path):
-    # 128x128 blocks, K = one and several K-steps of each path (8/16 fp32, 16 tf32, 32 bf16/fp16) + tails.
+    # 128x128 blocks, K = one and several K-steps of each path (8 fp32, 16 tf32, 32 bf16/fp16) + tails.
     for k in (8, 16, 32, 33, 96):
         gemm_case(rng, path, 128, 128, k, tile=128)
 
@@ -350,3 +350,38 @@ def test_dlpack_torch_cpu_refuses_cuda_tensor():
     with pytest.raises((RuntimeError, AssertionError, BufferError, TypeError), match="CUDA"):
         torch.from_dlpack(t)
     np.testing.assert_array_equal(t.cpu().numpy(), 1.0)  # still usable afterwards
+
+
+# ---- issue 7 acceptance: a small MLP training step on 'cuda' ----------------------------------------------
+def test_mlp_training_step_on_cuda_matches_cpu():
+    """Issue 7 acceptance: linear + relu + cross-entropy + Adam runs end-to-end on 'cuda' (emulated) and
+    matches the same step on the CPU (float32 kernels on both sides; tolerance 1e-5 relative, far below a
+    wrong gradient or a skipped update, which change parameters by ~lr = 1e-2)."""
+    rng = np.random.default_rng(7)
+    x_np = rng.standard_normal((6, 17)).astype(np.float32)
+    y_np = np.array([0, 2, 1, 2, 0, 1])
+
+    def build():
+        return nn.Sequential(nn.Linear(17, 33), nn.ReLU(), nn.Linear(33, 3))
+
+    cpu_model, cuda_model = build(), build()
+    cuda_model.load_state_dict(cpu_model.state_dict())
+    cuda_model = cuda_model.to("cuda")
+    assert all(str(p.device) == "cuda:0" for p in cuda_model.parameters())
+    results = []
+    for model, dev in ((cpu_model, "cpu"), (cuda_model, "cuda")):
+        opt = fastnn.optim.Adam(model.parameters(), lr=1e-2)
+        x, y = fastnn.from_numpy(x_np).to(dev), fastnn.from_numpy(y_np).to(dev)
+        losses = []
+        for _ in range(2):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        results.append((losses, {k: v.cpu().numpy() for k, v in model.state_dict().items()}))
+    (l_cpu, p_cpu), (l_cuda, p_cuda) = results
+    np.testing.assert_allclose(l_cuda, l_cpu, rtol=1e-5)
+    assert l_cuda[1] < l_cuda[0]
+    for k in p_cpu:
+        np.testing.assert_allclose(p_cuda[k], p_cpu[k], rtol=1e-5, atol=1e-6, err_msg=k)

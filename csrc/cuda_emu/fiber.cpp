@@ -66,6 +66,32 @@ extern "C" void fastnn_emu_switch_context(void** save_sp, void* new_sp);
 extern "C" void fastnn_emu_fiber_trampoline();
 #endif
 
+#if defined(__SANITIZE_ADDRESS__) && !defined(FASTNN_EMU_UCONTEXT)
+// ASan keeps one stack range per OS thread; without these annotations a C++ throw on a
+// fiber (__asan_handle_no_return) or a reused fiber stack with stale redzones from frames
+// that never returned produces false reports. (The documented fiber interface of
+// <sanitizer/common_interface_defs.h>; compiled only into sanitizer builds.)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define FASTNN_EMU_ASAN 1
+namespace {
+thread_local fastnn::emu::FiberContext* t_switching_from = nullptr;
+void asan_before_switch(fastnn::emu::FiberContext& from, fastnn::emu::FiberContext& to, void** fake) {
+  t_switching_from = &from;
+  __sanitizer_start_switch_fiber(fake, to.asan_stack_lo, to.asan_stack_size);
+}
+void asan_after_switch(void* fake) {
+  fastnn::emu::FiberContext* from = t_switching_from;  // whoever switched to us
+  __sanitizer_finish_switch_fiber(fake, &from->asan_stack_lo, &from->asan_stack_size);
+}
+void asan_fiber_entry(void* p) {
+  auto* ctx = static_cast<fastnn::emu::FiberContext*>(p);
+  asan_after_switch(nullptr);
+  ctx->asan_entry(ctx->asan_arg);
+}
+}  // namespace
+#endif
+
 namespace fastnn::emu {
 
 #if !defined(FASTNN_EMU_UCONTEXT)
@@ -82,6 +108,15 @@ void fiber_init(FiberContext& ctx, void* stack_lo, size_t stack_size, FiberEntry
   std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 2);
   sp[1] = 0;                                              // r15
   sp[2] = 0;                                              // r14
+#if defined(FASTNN_EMU_ASAN)
+  __asan_unpoison_memory_region(stack_lo, stack_size);  // stale redzones of a previous fiber
+  ctx.asan_stack_lo = stack_lo;
+  ctx.asan_stack_size = stack_size;
+  ctx.asan_entry = entry;
+  ctx.asan_arg = arg;
+  entry = &asan_fiber_entry;
+  arg = &ctx;
+#endif
   sp[3] = reinterpret_cast<uint64_t>(entry);              // r13
   sp[4] = reinterpret_cast<uint64_t>(arg);                // r12
   sp[5] = 0;                                              // rbx
@@ -90,7 +125,16 @@ void fiber_init(FiberContext& ctx, void* stack_lo, size_t stack_size, FiberEntry
   ctx.sp = sp;
 }
 
-void fiber_switch(FiberContext& from, FiberContext& to) { fastnn_emu_switch_context(&from.sp, to.sp); }
+void fiber_switch(FiberContext& from, FiberContext& to) {
+#if defined(FASTNN_EMU_ASAN)
+  void* fake = nullptr;
+  asan_before_switch(from, to, &fake);
+  fastnn_emu_switch_context(&from.sp, to.sp);
+  asan_after_switch(fake);
+#else
+  fastnn_emu_switch_context(&from.sp, to.sp);
+#endif
+}
 #else
 namespace {
 void uc_entry(unsigned lo, unsigned hi, unsigned elo, unsigned ehi) {

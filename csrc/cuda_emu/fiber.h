@@ -29,6 +29,13 @@ struct FiberContext {
 #else
   void* sp = nullptr;  // saved stack pointer; the registers live on the stack
 #endif
+  // For AddressSanitizer builds only (fiber.cpp tells ASan about every stack switch):
+  // this context's stack (learned at the first switch for the scheduler's own stack),
+  // and the entry a fresh fiber starts in.
+  const void* asan_stack_lo = nullptr;
+  size_t asan_stack_size = 0;
+  FiberEntry asan_entry = nullptr;
+  void* asan_arg = nullptr;
 };
 
 // Prepares `ctx` so that the first switch to it calls entry(arg) on the given

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import functools
 import numbers
+import threading
 
 import numpy as np
 
@@ -32,7 +33,9 @@ __all__ = ["Function", "Node", "backward", "grad_enabled", "is_grad_enabled", "n
 
 
 # ---- grad mode ---------------------------------------------------------------------------------
-class _Mode:
+class _Mode(threading.local):
+    """Per thread, as in PyTorch: one thread's ``no_grad`` (an optimizer step) must not switch
+    off graph recording in another thread that is running a forward pass."""
     enabled = True
 
 

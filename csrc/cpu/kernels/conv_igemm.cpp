@@ -353,7 +353,9 @@ void conv2d_backward_weight_igemm(const Conv2dArgs& a) {
     Scratch runbuf(nruns * static_cast<int64_t>(sizeof(Run) / sizeof(float)) + 2 * (geo.khw + 1));
     Run* runs = reinterpret_cast<Run*>(runbuf.p);
     int64_t* tap_begin = reinterpret_cast<int64_t*>(runs + nruns);
-#pragma omp for schedule(dynamic, 1)
+    // static: which items a thread sums into its private dW must not depend on timing, or the
+    // final reduction adds them in a different order from run to run (bitwise determinism).
+#pragma omp for schedule(static, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t n = it / npc, p0 = (it % npc) * kc, kcb = std::min(kc, P - p0);
       build_runs(geo, p0, kcb, runs, tap_begin);

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# ASan + UBSan build of fastnn (core, CPU kernels at every ISA level, the emulated CUDA module)
+# and a test run under it. docs/RELIABILITY.md explains the choices.
+#
+#   tools/sanitize.sh                        build, then run the CI subset (SANITIZE_TESTS below)
+#   tools/sanitize.sh tests                  the whole suite (by hand: ~10x slower than normal)
+#   tools/sanitize.sh tests/test_conv.py -k grad    any pytest arguments
+#   tools/sanitize.sh --leaks [pytest args]  LeakSanitizer too (detect_leaks=1, tools/lsan.supp)
+#   tools/sanitize.sh --no-build ...         reuse the build as it is
+# Environment: FASTNN_SANITIZE (default address,undefined), FASTNN_SANITIZE_BUILD (default
+# build-asan), CCACHE_* as for any build. Exit status: pytest's; any sanitizer report fails the
+# run (UBSan aborts on its first report, ASan on its first error, LSan at exit).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+build="${FASTNN_SANITIZE_BUILD:-build-asan}"
+sanitizers="${FASTNN_SANITIZE:-address,undefined}"
+leaks=0
+do_build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --leaks) leaks=1; shift ;;
+    --no-build) do_build=0; shift ;;
+    *) break ;;
+  esac
+done
+# The CI subset: the reliability suites (every public op, threads, determinism) plus the CUDA
+# emulator and optimizer suites (fiber switching, faults and exceptions inside kernels).
+SANITIZE_TESTS=(tests/test_determinism.py tests/test_concurrency.py tests/test_cuda_emulator.py
+                tests/test_cuda_optim.py tests/test_tensor.py)
+if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}"; fi
+
+if [ "$do_build" = 1 ]; then
+  launcher=()
+  if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  t0=$(date +%s)
+  cmake -S . -B "$build" -G Ninja -DFASTNN_BUILD_MODE=cpu -DFASTNN_SANITIZE="$sanitizers" \
+        "${launcher[@]}" >/dev/null
+  cmake --build "$build" -j"${FASTNN_SANITIZE_JOBS:-2}"
+  echo "sanitize.sh: build took $(( $(date +%s) - t0 )) s"
+fi
+
+cxx="$(grep -E '^CMAKE_CXX_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)"
+preload=""
+case "$sanitizers" in
+  *address*) preload="$("${cxx:-g++}" -print-file-name=libasan.so)" ;;
+esac
+if [ -n "$preload" ] && [ ! -e "$preload" ]; then
+  echo "sanitize.sh: libasan not found ($preload)" >&2
+  exit 2
+fi
+
+# Python was not built with ASan: the runtime must be the first library loaded (LD_PRELOAD).
+# - detect_leaks=0 for ordinary runs: CPython keeps much of its memory until exit by design.
+# - allow_user_segv_handler=1: the emulator turns a fault inside a kernel into a Python error
+#   (tests check that); ASan must let it install its handler.
+# - PYTHONMALLOC=malloc: Python objects come from malloc too, so ASan sees their bounds.
+# - The caching allocators keep freed tensor blocks for reuse: a use-after-free of a cached
+#   block is invisible to ASan (an overflow past a block's end is not).
+asan_opts="detect_leaks=$leaks:allow_user_segv_handler=1:handle_segv=1:halt_on_error=1:abort_on_error=0"
+asan_opts="$asan_opts:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1"
+if [ "$leaks" = 1 ]; then
+  asan_opts="$asan_opts:suppressions=$root/tools/lsan.supp"
+  export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp:print_suppressions=0:report_objects=0"
+fi
+export ASAN_OPTIONS="$asan_opts${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export PYTHONMALLOC=malloc
+export FASTNN_CUDA_EMULATE=1
+# Small memory-test budgets: ASan's bookkeeping makes RSS noisy and every call slower.
+export FASTNN_MEMORY_CALLS="${FASTNN_MEMORY_CALLS:-200}" FASTNN_MEMORY_SECONDS="${FASTNN_MEMORY_SECONDS:-1}"
+log="$(mktemp)"
+echo "sanitize.sh: LD_PRELOAD=$preload ASAN_OPTIONS=$ASAN_OPTIONS"
+t0=$(date +%s)
+set +e
+LD_PRELOAD="$preload" PYTHONPATH="$build/python" python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+reports=$(grep -cE '^(==[0-9]+==ERROR: |SUMMARY: (Address|Undefined|Leak)Sanitizer)|runtime error: ' "$log" || true)
+echo "sanitize.sh: tests took $(( $(date +%s) - t0 )) s; sanitizer reports: $reports; pytest exit code $rc"
+rm -f "$log"
+if [ "$reports" != 0 ] && [ "$rc" = 0 ]; then rc=1; fi
+exit "$rc"
