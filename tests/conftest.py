@@ -50,3 +50,13 @@ def f32_matmul_tol(k: int, scale: float = 1.0) -> float:
     |fl(sum) - sum| <= gamma_k * sum|a_i b_i| with gamma_k ~ k * eps32 (worst case);
     blocked / FMA summation is far better, so 2*k*eps*scale is a safe bound."""
     return 2.0 * max(k, 1) * np.finfo(np.float32).eps * scale
+
+
+@pytest.fixture(params=["forward", "reverse", "random"])
+def emu_order(request):
+    """For CUDA-emulator tests that ask for it: runs once per thread-resume order (seeded random)."""
+    emu = pytest.importorskip("fastnn._cuda_emu")
+    before = emu._get_order()
+    emu._set_order(request.param, 777)
+    yield request.param
+    emu._set_order(*before)

@@ -380,6 +380,55 @@ def _max_backward(rng, d):
     return lambda: ops.max_backward(g, idx, (5, 17, 9), axis=1)
 
 
+def _batch_norm(rng, d):
+    x, w, b = dev(_f(rng, 5, 3, 7, 9), d), dev(_f(rng, 3), d), dev(_f(rng, 3), d)
+
+    def call():
+        rm, rv = dev(np.zeros(3, np.float32), d), dev(np.ones(3, np.float32), d)  # updated in place
+        return ops.batch_norm(x, w, b, rm, rv, training=True) + (rm, rv)
+    return call
+
+
+def _batch_norm_backward(rng, d):
+    xn, wn = _f(rng, 5, 3, 7, 9), _f(rng, 3)
+    _, mean, invstd = ops.batch_norm(xn, wn, None, training=True)
+    x, w, g = dev(xn, d), dev(wn, d), dev(_f(rng, 5, 3, 7, 9), d)
+    mean, invstd = dev(mean.numpy(), d), dev(invstd.numpy(), d)
+    return lambda: ops.batch_norm_backward(g, x, w, mean, invstd)
+
+
+def _cell(kind):
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+
+    def make(rng, d):
+        gx, gh, st = dev(_f(rng, 5, gates * 17), d), dev(_f(rng, 5, gates * 17), d), dev(_f(rng, 5, 17), d)
+        if kind == "lstm":
+            return lambda: ops.lstm_cell(gx, gh, st)
+        if kind == "gru":
+            return lambda: ops.gru_cell(gx, gh, st)
+        return lambda: ops.rnn_cell(gx, gh)
+    return make
+
+
+def _cell_backward(kind):
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+
+    def make(rng, d):
+        gxn, ghn, stn = _f(rng, 5, gates * 17), _f(rng, 5, gates * 17), _f(rng, 5, 17)
+        gh = dev(_f(rng, 5, 17), d)
+        if kind == "lstm":
+            h, c, saved = (dev(t.numpy(), d) for t in ops.lstm_cell(gxn, ghn, stn))
+            gc, cp = dev(_f(rng, 5, 17), d), dev(stn, d)
+            return lambda: ops.lstm_cell_backward(gh, gc, saved, cp, c)
+        if kind == "gru":
+            _, saved = ops.gru_cell(gxn, ghn, stn)
+            saved, hp = dev(saved.numpy(), d), dev(stn, d)
+            return lambda: ops.gru_cell_backward(gh, saved, hp)
+        h = dev(ops.rnn_cell(gxn, ghn).numpy(), d)
+        return lambda: ops.rnn_cell_backward(gh, h)
+    return make
+
+
 CASES = {
     "gemm": _gemm, "matmul": _matmul, "linear": _linear, "matmul_backward": _matmul_backward,
     "linear_backward": _linear_backward,
@@ -400,6 +449,11 @@ CASES = {
     "sum_to_shape": _sum_to_shape, "binary_backward": _binary_backward, "max_backward": _max_backward,
     "sum_backward": _reduce_backward("sum_backward"), "mean_backward": _reduce_backward("mean_backward"),
 }
+if hasattr(ops, "batch_norm"):
+    CASES.update(batch_norm=_batch_norm, batch_norm_backward=_batch_norm_backward)
+for _k in ("lstm", "gru", "rnn"):
+    if hasattr(ops, _k + "_cell"):
+        CASES[_k + "_cell"], CASES[_k + "_cell_backward"] = _cell(_k), _cell_backward(_k)
 for _n in ("relu", "gelu", "sigmoid", "tanh", "silu", "softmax", "log_softmax"):
     CASES[_n] = _unary(_n)
 for _n in ("relu_backward", "gelu_backward", "sigmoid_backward", "tanh_backward", "silu_backward"):

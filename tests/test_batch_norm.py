@@ -25,14 +25,6 @@ from gradcheck_util import fd_grads
 DEVICES = ["cpu"] + (["cuda"] if fastnn.cuda.is_available() else [])
 
 
-@pytest.fixture(params=["forward", "reverse", "random"])
-def emu_order(request):
-    emu = pytest.importorskip("fastnn._cuda_emu")
-    before = emu._get_order()
-    emu._set_order(request.param, 99)
-    yield request.param
-    emu._set_order(*before)
-
 
 def _axes(x):
     return (0,) + tuple(range(2, x.ndim))

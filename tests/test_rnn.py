@@ -31,18 +31,9 @@ from fastnn import nn, ops
 from gradcheck_util import fd_grads
 
 DEVICES = ["cpu"] + (["cuda"] if fastnn.cuda.is_available() else [])
-ORDERS = ["forward", "reverse", "random"]
 MODES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
-
-@pytest.fixture(params=ORDERS)
-def emu_order(request):
-    emu = pytest.importorskip("fastnn._cuda_emu")
-    before = emu._get_order()
-    emu._set_order(request.param, 777)
-    yield request.param
-    emu._set_order(*before)
 
 
 def _sig(x):

@@ -10,11 +10,24 @@
 namespace fastnn::bindings {
 namespace {
 
-Tensor input_arg(py::handle obj, const char* op, const char* arg) {
-  Tensor x = to_tensor(obj, op, arg);
-  expect_float32(x, op, arg);
-  expect_min_ndim(x, 2, op, arg);
-  return x.is_contiguous() ? x : contiguous(x);
+// The (N, C, *) input, contiguous, and the sizes the kernels see.
+struct Input {
+  Tensor x;
+  Device dev;
+  int64_t n = 0, c = 0, inner = 1;
+};
+
+Input input_arg(py::handle obj, const char* op) {
+  Input in;
+  in.x = to_tensor(obj, op, "input");
+  expect_float32(in.x, op, "input");
+  expect_min_ndim(in.x, 2, op, "input");
+  if (!in.x.is_contiguous()) in.x = contiguous(in.x);
+  in.dev = in.x.device();
+  in.n = in.x.shape[0];
+  in.c = in.x.shape[1];
+  for (int64_t d = 2; d < in.x.ndim(); ++d) in.inner *= in.x.shape[d];
+  return in;
 }
 
 // (C,) float32 on dev; `inplace` ones must be contiguous already (they are written).
@@ -30,18 +43,13 @@ Tensor channel_arg(py::handle obj, const char* op, const char* arg, int64_t c, c
 
 float* fp(const Tensor& t) { return t.defined() ? t.data_as<float>() : nullptr; }
 
-int64_t inner_of(const Tensor& x) {
-  int64_t inner = 1;
-  for (int64_t d = 2; d < x.ndim(); ++d) inner *= x.shape[d];
-  return inner;
-}
-
 py::tuple batch_norm_py(py::handle x_o, py::handle w_o, py::handle b_o, py::handle rm_o, py::handle rv_o,
                         bool training, double momentum, double eps) {
   const char* op = "batch_norm";
-  Tensor x = input_arg(x_o, op, "input");
-  const Device dev = x.device();
-  const int64_t C = x.shape[1], N = x.shape[0], inner = inner_of(x);
+  const Input in = input_arg(x_o, op);
+  const Tensor& x = in.x;
+  const Device dev = in.dev;
+  const int64_t C = in.c, N = in.n, inner = in.inner;
   Tensor w = channel_arg(w_o, op, "weight", C, dev, false);
   Tensor b = channel_arg(b_o, op, "bias", C, dev, false);
   Tensor rm = channel_arg(rm_o, op, "running_mean", C, dev, true);
@@ -75,9 +83,10 @@ py::tuple batch_norm_py(py::handle x_o, py::handle w_o, py::handle b_o, py::hand
 py::tuple batch_norm_backward_py(py::handle g_o, py::handle x_o, py::handle w_o, py::handle sm_o, py::handle si_o,
                                  bool training, bool need_input, bool need_weight) {
   const char* op = "batch_norm_backward";
-  Tensor x = input_arg(x_o, op, "input");
-  const Device dev = x.device();
-  const int64_t C = x.shape[1], N = x.shape[0], inner = inner_of(x);
+  const Input in = input_arg(x_o, op);
+  const Tensor& x = in.x;
+  const Device dev = in.dev;
+  const int64_t C = in.c, N = in.n, inner = in.inner;
   Tensor g = to_tensor(g_o, op, "grad");
   expect_float32(g, op, "grad");
   expect_same_device(g, dev, op, "grad");

@@ -74,12 +74,18 @@ Tensor lengths_arg(py::handle obj, int64_t T, int64_t B, const Device& dev, cons
   return dev.type == DeviceType::cpu ? h : to_device(h, dev);
 }
 
+// A (batch, hidden) float32 tensor whose shape and device fix those of the other arguments.
+Tensor state_arg(py::handle obj, const char* op, const char* arg) {
+  Tensor t = to_tensor(obj, op, arg);
+  expect_float32(t, op, arg);
+  expect_ndim(t, 2, op, arg);
+  return t;
+}
+
 py::tuple cell_py(const std::string& mode_s, py::handle gx_o, py::handle gh_o, py::handle h_o, py::handle c_o) {
   const char* op = "rnn_cell";
   const RnnMode mode = parse_mode(mode_s, op);
-  Tensor h_prev = to_tensor(h_o, op, "h_prev");
-  expect_float32(h_prev, op, "h_prev");
-  expect_ndim(h_prev, 2, op, "h_prev");
+  Tensor h_prev = state_arg(h_o, op, "h_prev");
   const Device dev = h_prev.device();
   const int64_t B = h_prev.shape[0], H = h_prev.shape[1], GH = rnn_num_gates(mode) * H;
   h_prev = f32_arg(h_o, op, "h_prev", {B, H}, dev);
@@ -109,9 +115,7 @@ py::tuple cell_backward_py(const std::string& mode_s, py::handle dh_o, py::handl
                            py::handle h_prev_o, py::handle c_prev_o, py::handle c_o, py::handle h_o) {
   const char* op = "rnn_cell_backward";
   const RnnMode mode = parse_mode(mode_s, op);
-  Tensor dh0 = to_tensor(dh_o, op, "grad_h");
-  expect_float32(dh0, op, "grad_h");
-  expect_ndim(dh0, 2, op, "grad_h");
+  Tensor dh0 = state_arg(dh_o, op, "grad_h");
   const Device dev = dh0.device();
   const int64_t B = dh0.shape[0], H = dh0.shape[1], GH = rnn_num_gates(mode) * H, S = rnn_num_saved(mode) * H;
   const bool lstm = mode == RnnMode::lstm, gru = mode == RnnMode::gru;

@@ -34,6 +34,16 @@ void zero_row(float* p, int64_t n) {
   if (p) std::memset(p, 0, static_cast<size_t>(n) * sizeof(float));
 }
 
+// Four gate-major values of one vector of hidden units (saved LSTM i,f,g,o / GRU r,z,n,gh_n,
+// or the four LSTM gate gradients).
+template <typename M>
+void store4(const M& m, float* sv, int64_t H, int64_t j, VF s0, VF s1, VF s2, VF s3) {
+  m.st(sv + j, s0);
+  m.st(sv + H + j, s1);
+  m.st(sv + 2 * H + j, s2);
+  m.st(sv + 3 * H + j, s3);
+}
+
 void cell_row(const RnnCellArgs& a, int64_t b) {
   const int64_t H = a.hidden;
   const float* gx = a.gx + b * a.gx_ld;
@@ -63,12 +73,7 @@ void cell_row(const RnnCellArgs& a, int64_t b) {
         m.st(c + j, cn);
         m.st(h + j, hn);
         if (y) m.st(y + j, hn);
-        if (sv) {
-          m.st(sv + j, i);
-          m.st(sv + H + j, f);
-          m.st(sv + 2 * H + j, g);
-          m.st(sv + 3 * H + j, o);
-        }
+        if (sv) store4(m, sv, H, j, i, f, g, o);
       });
       break;
     }
@@ -81,12 +86,7 @@ void cell_row(const RnnCellArgs& a, int64_t b) {
         VF hn = vfma(z, vsub(m.ld(hp + j), n), n);  // (1 - z) n + z h
         m.st(h + j, hn);
         if (y) m.st(y + j, hn);
-        if (sv) {
-          m.st(sv + j, r);
-          m.st(sv + H + j, z);
-          m.st(sv + 2 * H + j, n);
-          m.st(sv + 3 * H + j, ghn);
-        }
+        if (sv) store4(m, sv, H, j, r, z, n, ghn);
       });
       break;
     }
@@ -131,16 +131,8 @@ void cell_backward_row(const RnnCellBackwardArgs& a, int64_t b) {
         VF df = vmul(vmul(dcc, m.ld(cp + j)), vmul(f, vsub(one, f)));
         VF dg = vmul(vmul(dcc, i), vfnma(g, g, one));
         VF dout = vmul(vmul(d, tc), vmul(o, vsub(one, o)));
-        m.st(dgx + j, di);
-        m.st(dgx + H + j, df);
-        m.st(dgx + 2 * H + j, dg);
-        m.st(dgx + 3 * H + j, dout);
-        if (two) {
-          m.st(dgh + j, di);
-          m.st(dgh + H + j, df);
-          m.st(dgh + 2 * H + j, dg);
-          m.st(dgh + 3 * H + j, dout);
-        }
+        store4(m, dgx, H, j, di, df, dg, dout);
+        if (two) store4(m, dgh, H, j, di, df, dg, dout);
         m.st(dc + j, vmul(dcc, f));
         m.st(dh + j, vzero());
       });

@@ -22,7 +22,7 @@ from . import core, machine, report
 from .core import Case, NotAvailable
 
 TOUR = ("gemm", "conv2d", "attention", "adam")
-ALL = ("gemm", "conv2d", "attention", "adam", "train")
+ALL = ("gemm", "conv2d", "attention", "adam", "train", "lstm")
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_WRONG, EXIT_SCHEMA = 0, 1, 2, 3, 4
 

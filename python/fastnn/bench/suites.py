@@ -698,10 +698,62 @@ def softmax_ce_cases(cfg):
                intensity=6.0 / 12.0)  # max, sub, exp, sum, div, scale per logit
 
 
+# ---- LSTM layer ------------------------------------------------------------------------------
+def lstm_cases(cfg):
+    """One LSTM layer forward + backward (output, grad input, grad weights) vs torch.nn.LSTM with
+    the same weights; work = 3 x the forward's 2 * T * B * (I + H) * 4H GEMM FLOPs."""
+    import fastnn
+
+    if not hasattr(fastnn.nn, "LSTM"):
+        raise NotAvailable("fastnn.nn.LSTM")
+    B, T, H = {"tiny": (4, 5, 8), "quick": (64, 32, 256)}.get(cfg.size, (64, 128, 256))
+    I = H
+    rng = _rng(7)
+    x = _randn(rng, T, B, I)
+    dy = _randn(rng, T, B, H)
+    fastnn.manual_seed(0)
+    fm = fastnn.nn.LSTM(I, H).to(cfg.device)
+    weights = {n: p.numpy() if cfg.device == "cpu" else p.cpu().numpy() for n, p in fm.named_parameters()}
+    dev = _Dev(cfg.device)
+    fx, fdy = dev(x).requires_grad_(), dev(dy)
+
+    def fnn_fb():
+        fx.grad = None
+        for p in fm.parameters():
+            p.grad = None
+        y, _ = fm(fx)
+        y.backward(fdy)
+        return (y, fx.grad) + tuple(p.grad for p in fm.parameters())
+    cs = [Contender("fastnn", "fastnn", fnn_fb, sync=dev.sync)]
+    torch = _torch_peer(cfg)
+    if torch is not None:
+        tm = torch.nn.LSTM(I, H)
+        with torch.no_grad():
+            for n, p in tm.named_parameters():
+                p.copy_(torch.from_numpy(weights[n]))
+        tx = torch.from_numpy(x).clone().requires_grad_(True)
+        tdy = torch.from_numpy(dy)
+        params = [tx] + list(tm.parameters())
+
+        def torch_fb():
+            y, _ = tm(tx)
+            return (y.detach(),) + torch.autograd.grad(y, params, tdy)
+        cs.append(Contender("torch", "torch", torch_fb, variant="autograd (MKL GEMMs)"))
+
+    # no float64 reference: compared with torch (the first other peer). Both are float32 through T
+    # recurrent steps; outputs and grads agree to ~sqrt(T * (I + H)) * eps32 relative to their
+    # largest magnitude, and 8x that is the bound (a wrong gate or step is O(value)).
+    def lstm_tol(i, r, k=T * (I + H)):
+        return 8.0 * math.sqrt(k) * EPS32 * float(np.abs(r).max()) + 1e-30
+    yield Case("lstm", "LSTM layer fwd+bwd", f"B{B}xT{T}xH{H}", 3 * 2.0 * T * B * (I + H) * 4 * H, "GFLOP/s", "fma",
+               _keep(cfg, cs), atol=lstm_tol)
+
+
 SUITES = {
     "gemm": gemm_cases,
     "conv2d": conv2d_cases,
     "attention": attention_cases,
     "adam": adam_cases,
     "softmax_ce": softmax_ce_cases,
+    "lstm": lstm_cases,
 }
