@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
   const int64_t bh = blockIdx.x / nkb, kb = blockIdx.x % nkb;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int64_t j0 = kb * BK;
-  const int jb = static_cast<int>(std::min<int64_t>(BK, a.nk - j0));
+  const int jb = static_cast<int>(min64(BK, a.nk - j0));
   const int dim = static_cast<int>(a.head_dim);
   const int c = tile_col();
   const float c2 = a.scale * kLog2e;
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
   const float keep_scale = dropout ? 1.0f / (1.0f - a.dropout_p) : 1.0f;
 
   // causal: query i sees key j0 iff i >= j0 - (Nk - Nq)
-  const int64_t i_start = a.causal ? std::min<int64_t>(a.nq, std::max<int64_t>(0, j0 - (a.nk - a.nq))) : 0;
+  const int64_t i_start = a.causal ? min64(a.nq, max64(0, j0 - (a.nk - a.nq))) : 0;
   bool key_live[TM];
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
     const float* qbase = a.q + b * a.q_sb + h * a.q_sh;
     const float* gobase = a.grad_out + b * a.go_sb + h * a.go_sh;
     for (int64_t i0 = i_start; i0 < a.nq; i0 += BQ) {
-      const int ib = static_cast<int>(std::min<int64_t>(BQ, a.nq - i0));
+      const int ib = static_cast<int>(min64(BQ, a.nq - i0));
       __syncthreads();  // the previous query tile is consumed
       load_tile<BQ, DP>(sq, qbase + i0 * a.q_sn, a.q_sn, a.q_sd, ib, dim, 1.0f);
       load_tile<BQ, DP>(sdo, gobase + i0 * a.go_sn, a.go_sn, a.go_sd, ib, dim, 1.0f);
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(Attenti
   const int64_t bh = blockIdx.x / nqb, qb = nqb - 1 - blockIdx.x % nqb;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int64_t i0 = qb * kBR;
-  const int ib = static_cast<int>(std::min<int64_t>(kBR, a.nq - i0));
+  const int ib = static_cast<int>(min64(kBR, a.nq - i0));
   const int dim = static_cast<int>(a.head_dim);
   const int c = tile_col();
   const float c2 = a.scale * kLog2e;
@@ -223,11 +223,11 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(Attenti
     for (int dd = 0; dd < ND; ++dd) dq[i][dd] = 0.0f;
   }
 
-  const int64_t jend = a.causal ? std::max<int64_t>(0, std::min<int64_t>(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
+  const int64_t jend = a.causal ? max64(0, min64(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
   const float* kbase = a.k + b * a.k_sb + h * a.k_sh;
   const float* vbase = a.v + b * a.v_sb + h * a.v_sh;
   for (int64_t j0 = 0; j0 < jend; j0 += BC) {
-    const int jb = static_cast<int>(std::min<int64_t>(BC, jend - j0));
+    const int jb = static_cast<int>(min64(BC, jend - j0));
     if (!tile_has_live_key<BC>(a, b, j0, jb)) continue;
     load_tile<BC, DP>(sk, kbase + j0 * a.k_sn, a.k_sn, a.k_sd, jb, dim, 1.0f);
     load_tile<BC, DP>(sv, vbase + j0 * a.v_sn, a.v_sn, a.v_sd, jb, dim, 1.0f);

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
   const int64_t bh = blockIdx.x / nqb, qb = nqb - 1 - blockIdx.x % nqb;
   const int64_t b = bh / a.heads, h = bh % a.heads;
   const int64_t i0 = qb * kBR;
-  const int ib = static_cast<int>(std::min<int64_t>(kBR, a.nq - i0));
+  const int ib = static_cast<int>(min64(kBR, a.nq - i0));
   const int dim = static_cast<int>(a.head_dim);
   const int c = tile_col();
   const float c2 = a.scale * kLog2e;
@@ -83,11 +83,11 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
   }
 
   // the last row of the block, i0 + ib - 1, sees keys j <= i0 + ib - 1 + Nk - Nq
-  const int64_t jend = a.causal ? std::max<int64_t>(0, std::min<int64_t>(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
+  const int64_t jend = a.causal ? max64(0, min64(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
   const float* kbase = a.k + b * a.k_sb + h * a.k_sh;
   const float* vbase = a.v + b * a.v_sb + h * a.v_sh;
   for (int64_t j0 = 0; j0 < jend; j0 += BC) {
-    const int jb = static_cast<int>(std::min<int64_t>(BC, jend - j0));
+    const int jb = static_cast<int>(min64(BC, jend - j0));
     if (!tile_has_live_key<BC>(a, b, j0, jb)) continue;
     load_tile<BC, DP>(sk, kbase + j0 * a.k_sn, a.k_sn, a.k_sd, jb, dim, 1.0f);
     load_tile<BC, DP>(sv, vbase + j0 * a.v_sn, a.v_sn, a.v_sd, jb, dim, 1.0f);

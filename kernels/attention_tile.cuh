@@ -22,7 +22,6 @@
 #pragma once
 #include "cuda_compat.cuh"
 
-#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 
@@ -44,6 +43,11 @@ constexpr int row_kernel_bc(int dp) { return dp <= 32 ? 64 : 32; }
 inline int padded_head_dim(int64_t d) {
   return d <= 16 ? 16 : d <= 32 ? 32 : d <= 64 ? 64 : d <= 80 ? 80 : d <= 128 ? 128 : 0;
 }
+
+// By value: std::min / std::max return references, and one taken of a kernel argument
+// made ptxas keep a 16-byte stack frame.
+__device__ __forceinline__ int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
+__device__ __forceinline__ int64_t max64(int64_t x, int64_t y) { return x > y ? x : y; }
 
 template <int TM>
 __device__ __forceinline__ int tile_row(int i) {
