@@ -160,7 +160,7 @@ def backward(tensor, grad=None, retain_graph=False):
         grad = K.fill_like(tensor, 1.0)
     else:
         if not isinstance(grad, Tensor):
-            grad = K.t_(np.asarray(grad, dtype=K.np_(tensor).dtype))
+            grad = K.t_(np.asarray(grad, dtype=K.np_(tensor).dtype), K._dev(tensor))
         if tuple(grad.shape) != tuple(tensor.shape):
             raise ValueError(f"backward: argument 'grad': expected shape {tuple(tensor.shape)}, "
                              f"got {tuple(grad.shape)}")
@@ -445,7 +445,7 @@ def max(x, dim=None, keepdim=False):  # noqa: A001
     d = None if dim is None else _norm_dims(dim, x.ndim)[0]
     vals, idx = K.max(x, d, keepdim)
     if _needs(x):
-        _attach(vals, (x,), lambda g: (K.max_backward(g, x, d, keepdim, idx),), "MaxBackward")
+        _attach(vals, (x,), lambda g: (K.max_backward(g, x, d, keepdim, idx, vals),), "MaxBackward")
     return vals if dim is None else (vals, idx)
 
 
@@ -519,24 +519,81 @@ def _getitem(self, idx):
     return _basic_getitem(self, idx)
 
 
-def _np_index(idx):
-    items = idx if isinstance(idx, tuple) else (idx,)
-    conv = tuple(K.np_(i) if isinstance(i, Tensor) else i for i in items)
-    return conv if isinstance(idx, tuple) else conv[0]
+def _index_tensor(it, device):
+    """One advanced index item as int64 tensors on `device`: a list (1 tensor, or mask.ndim
+    tensors for a boolean mask, whose nonzero() is computed on the host: its shape depends on
+    the data)."""
+    if it.__class__ is Tensor:
+        if it.dtype == _C.DType.bool:
+            return [K.t_(a, device) for a in np.nonzero(K.np_(it))]
+        if it.dtype.is_floating_point:
+            raise IndexError(f"tensors used as indices must be integer or bool, got {it.dtype!r}")
+        t = it if it.dtype == _C.DType.int64 else it._to(None, _C.DType.int64, False)
+        return [t if str(t.device) == device or (device is None and not t.is_cuda) else t._to(device or "cpu", None, False)]
+    a = np.asarray(it)
+    if a.dtype == np.bool_:
+        return [K.t_(x, device) for x in np.nonzero(a)]
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise IndexError(f"arrays used as indices must be integer or bool, got dtype {a.dtype}")
+    return [K.t_(a.astype(np.int64), device)]
+
+
+def _gather(x, idx):
+    """x[idx[0], ..., idx[k-1]] over the leading dims (one gather kernel); backward scatter-adds."""
+    out = K.gather(x, idx)
+    if _needs(x):
+        shape = tuple(x.shape)
+        _attach(out, (x,), lambda g: (K.scatter_add(g, idx, shape),), "IndexBackward")
+    return out
 
 
 def _fancy_getitem(self, idx):
-    """Advanced (integer/boolean array) indexing: a gather copy; backward scatter-adds."""
-    ni = _np_index(idx)
-    out = K.t_(K.np_(self)[ni], K._dev(self))
-    if _needs(self):
-        shape = tuple(self.shape)
-
-        def fn(g):
-            z = np.zeros(shape, dtype=K.np_(g).dtype)
-            np.add.at(z, ni, K.np_(g))
-            return (K.t_(z, K._dev(g)),)
-        _attach(out, (self,), fn, "IndexBackward")
+    """Advanced (integer/boolean array) indexing with NumPy's rules, as differentiable pieces:
+    basic indexing (a view) with full slices in place of the arrays, a permute bringing the
+    indexed dims first, one gather kernel, and a permute placing the broadcast index dims where
+    NumPy puts them (in place when the indexed dims are adjacent, else first)."""
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    dev = K._dev(self)
+    conv = []  # (kind, value): 'adv' -> list of int64 tensors, else the basic item
+    for it in items:
+        if it is None or it is Ellipsis or isinstance(it, slice):
+            conv.append(("basic", it))
+        elif isinstance(it, (bool, np.bool_)):
+            raise IndexError("fancy indexing with a Python bool mixed with arrays is not supported")
+        elif isinstance(it, (int, np.integer)) or (it.__class__ is Tensor and it.ndim == 0):
+            v = int(it.item()) if it.__class__ is Tensor else int(it)
+            conv.append(("adv", [K.t_(np.array(v, np.int64), dev)]))
+        else:
+            conv.append(("adv", _index_tensor(it, dev)))
+    used = builtins.sum(len(v) if k == "adv" else (0 if v is None or v is Ellipsis else 1) for k, v in conv)
+    if used > self.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {self.ndim}")
+    basic, adv, adv_dims, vd = [], [], [], 0
+    for kind, v in conv:
+        if kind == "adv":
+            for t in v:
+                basic.append(slice(None))
+                adv.append(t)
+                adv_dims.append(vd)
+                vd += 1
+        elif v is Ellipsis:
+            for _ in range(self.ndim - used):
+                basic.append(slice(None))
+                vd += 1
+        else:
+            basic.append(v)
+            vd += 1 if (v is None or isinstance(v, slice)) else 0
+    view = _basic_getitem(self, tuple(basic))
+    bshape = tuple(np.broadcast_shapes(*[tuple(t.shape) for t in adv]))
+    adv = [t if tuple(t.shape) == bshape else K.broadcast_to(t, bshape) for t in adv]
+    rest = [d for d in range(view.ndim) if d not in adv_dims]
+    perm = adv_dims + rest
+    v = view if perm == list(range(view.ndim)) else view.permute(perm)
+    out = _gather(v, adv)
+    a0, nb = adv_dims[0], len(bshape)
+    if adv_dims == list(range(a0, a0 + len(adv_dims))) and a0 > 0:
+        p2 = list(range(nb, nb + a0)) + list(range(nb)) + list(range(nb + a0, out.ndim))
+        out = out.permute(p2)
     return out
 
 

@@ -250,7 +250,7 @@ def flatten(x, start_dim=1, end_dim=-1):
 
 def scaled_dot_product_attention(q, k, v, key_padding_mask=None, causal=False, dropout_p=0.0, scale=None):
     """Fused attention on (B, H, N, D) q/k/v of any strides (fastnn.ops.attention)."""
-    from ..ops import attention as _att, attention_backward as _att_bwd
+    _att, _att_bwd = K.attention, K.attention_backward
     seed = _random.next_seed() if dropout_p > 0.0 else 0
     kw = dict(causal=causal, scale=scale, key_padding_mask=key_padding_mask, dropout_p=dropout_p, seed=seed)
     if not _needs(q, k, v):
@@ -266,7 +266,7 @@ def attention_from_qkv(qkv, num_heads, key_padding_mask=None, causal=False, drop
     q, k and v are strided views of ``qkv`` (no copies); the backward writes dq, dk, dv
     straight into one (B, N, 3, H, D) gradient, so the fused projection gets a single
     contiguous gradient instead of three scattered ones."""
-    from ..ops import attention as _att, attention_backward as _att_bwd
+    _att, _att_bwd = K.attention, K.attention_backward
     b, n, e3 = qkv.shape
     e = e3 // 3
     d = e // num_heads
