@@ -1,8 +1,8 @@
 // LayerNorm over the last axis, forward (saving mean / rstd) and backward
 // (fastnn/nn_kernels.h LayerNormArgs / LayerNormBackwardArgs).
 // Forward: one warp per row (<= 1024 columns, 4 rows per block) or one 256-thread block
-// per row; pass 1 mean, pass 2 centred sum of squares (no E[x^2] - E[x]^2 cancellation),
-// pass 3 y = (x - mean) rstd w + b; warp all-reductions by xor shuffles.
+// per row; pass 1 mean (of x - x[0]), pass 2 centred sum of squares (no E[x^2] - E[x]^2
+// cancellation), pass 3 y = (x - mean) rstd w + b; warp all-reductions by xor shuffles.
 // Backward, two kernels:
 //   1. rows (same tiling): sums of g = dy w and g xhat, then
 //      dx = rstd (g - mean(g) - xhat mean(g xhat));
@@ -36,9 +36,12 @@ __global__ void __launch_bounds__(kRowBlockThreads) layer_norm_kernel(LayerNormA
   const int64_t n = a.cols;
   const float* x = a.x + s.row * n;
   float* y = a.y + s.row * n;
+  // shifted by the row's first element: a large common offset (1e4 + small noise) cancels
+  // before the float sum instead of swamping it (the CPU sums in double instead)
+  const float pivot = x[0];
   float sum = 0.0f;
-  for (int64_t i = s.lane; i < n; i += s.stride) sum += x[i];
-  const float mean = row_allreduce<kWarp>(sum, SumOp{}, red) / static_cast<float>(n);
+  for (int64_t i = s.lane; i < n; i += s.stride) sum += x[i] - pivot;
+  const float mean = pivot + row_allreduce<kWarp>(sum, SumOp{}, red) / static_cast<float>(n);
   float ss = 0.0f;
   for (int64_t i = s.lane; i < n; i += s.stride) {
     const float d = x[i] - mean;

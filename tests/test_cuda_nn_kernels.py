@@ -220,6 +220,17 @@ def test_layer_norm_forward_backward(affine, rng):
             assert gw_cu is None and gb_cu is None
 
 
+def test_layer_norm_large_offset_rows(rng):
+    # 1e4 + noise of 1e-2: a plain float sum of the row would lose the noise's variance
+    for c in (65, 1100):
+        x = np.asarray(1e4 + 1e-2 * rng.standard_normal((5, c)), np.float32)
+        y_cpu, m_cpu, r_cpu = _C.layer_norm(x, None, None, 1e-5)
+        y_cu, m_cu, r_cu = _C.layer_norm(cu(x), None, None, 1e-5)
+        close(host(m_cu), cpu(m_cpu), rtol=1e-7, atol=0)
+        close(host(r_cu), cpu(r_cpu), rtol=1e-3)  # the inputs are only float32: their deviations carry ~1e-3 relative
+        close(host(y_cu), cpu(y_cpu), rtol=2e-3, atol=2e-3)
+
+
 def test_layer_norm_backward_many_rows_uses_several_slabs(rng):
     # 300 rows -> 10 slabs of 30 rows in the dweight/dbias kernel
     x = randn(rng, 300, 9)
