@@ -34,17 +34,18 @@ def demangle(names):
         return list(names)
 
 
-def compile_report(nvcc, cu, arch):
+def compile_report(nvcc, cu, archs):
+    """One nvcc run per file for every architecture (the host side is compiled once)."""
     includes = ["-I", str(ROOT / "kernels"), "-I", str(ROOT / "csrc"), "-I", str(ROOT / "csrc/include"),
                 "-I", str(ROOT / "csrc/cuda_backend")]
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [nvcc, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-Xptxas", "-v", "-Xptxas", "-warn-spills",
-               "--Werror", "all-warnings", f"-gencode=arch=compute_{arch},code=sm_{arch}", *includes,
+               "--Werror", "all-warnings", *[f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs], *includes,
                "-c", str(cu), "-o", os.path.join(tmp, "k.o")]
         r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stderr)
-        raise SystemExit(f"nvcc failed on {cu} for sm_{arch} (rc {r.returncode})")
+        raise SystemExit(f"nvcc failed on {cu} for sm_{','.join(archs)} (rc {r.returncode})")
     rows, cur = [], None
     for line in r.stderr.splitlines():
         m = FUNC_RE.search(line)
@@ -71,15 +72,18 @@ def main():
     ap.add_argument("--nvcc", default="nvcc")
     ap.add_argument("--archs", default="80,86,89,90")
     ap.add_argument("--out", default=str(ROOT / "docs" / "CUDA.md"))
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files compiled at once")
     args = ap.parse_args()
     archs = [a.strip() for a in re.split(r"[;,]", args.archs) if a.strip()]
     sources = sorted((ROOT / "kernels").glob("*.cu")) + sorted((ROOT / "kernels" / "testing").glob("*.cu"))
     rows = []
-    for cu in sources:
-        for arch in archs:
-            for r in compile_report(args.nvcc, cu, arch):
-                r["file"] = str(cu.relative_to(ROOT))
-                rows.append(r)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        reports = list(pool.map(lambda cu: compile_report(args.nvcc, cu, archs), sources))
+    for cu, rep in zip(sources, reports):
+        for r in rep:
+            r["file"] = str(cu.relative_to(ROOT))
+            rows.append(r)
     names = demangle([r["kernel"] for r in rows])
     # One row per kernel: registers per architecture side by side.
     table = {}

@@ -86,6 +86,24 @@ PYBIND11_MODULE(_C, m) {
     require_cuda_backend().synchronize(device);
   });
   m.def("_cuda_host_device_copies", [] { return require_cuda_backend().host_device_copies(); });
+  // Streams as integer handles (the cudaStream_t value; 0 = default stream), see python/fastnn/cuda.py.
+  m.def("_cuda_stream_create", [](int device) {
+    return reinterpret_cast<uintptr_t>(require_cuda_backend().stream_create(device));
+  });
+  m.def("_cuda_stream_destroy", [](uintptr_t s, int device) {
+    py::gil_scoped_release nogil;
+    require_cuda_backend().stream_destroy(reinterpret_cast<void*>(s), device);
+  });
+  m.def("_cuda_stream_synchronize", [](uintptr_t s, int device) {
+    py::gil_scoped_release nogil;
+    require_cuda_backend().stream_synchronize(reinterpret_cast<void*>(s), device);
+  });
+  m.def("_cuda_set_current_stream", [](uintptr_t s, int device) {
+    require_cuda_backend().set_current_stream(reinterpret_cast<void*>(s), device);
+  });
+  m.def("_cuda_current_stream", [](int device) {
+    return reinterpret_cast<uintptr_t>(require_cuda_backend().current_stream(device));
+  });
 
   run_registered_bindings(m);
 }

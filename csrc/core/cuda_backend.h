@@ -36,7 +36,7 @@ struct CopyArgs {
 
 class CudaBackend {
  public:
-  static constexpr int kAbiVersion = 3;
+  static constexpr int kAbiVersion = 4;
   virtual ~CudaBackend() = default;
   virtual int abi_version() const { return kAbiVersion; }
   virtual const char* name() const = 0;   // "cuda" or "cuda-emulated"
@@ -62,6 +62,17 @@ class CudaBackend {
   virtual void sgd(const SgdArgs& args, int device) = 0;
   virtual double grad_norm(const GradNormArgs& args, int device) = 0;  // synchronises (returns to the host)
   virtual void scale_(const ScaleArgs& args, int device) = 0;
+
+  // Streams. Handles are opaque (a cudaStream_t); nullptr is the device's default stream.
+  // The current stream is per host thread (and per device): every kernel, memset and
+  // device scratch allocation of that thread is issued on it. Streams are created
+  // blocking, so the default stream orders with them. Under the emulator all work is
+  // synchronous and streams only keep their identity.
+  virtual void* stream_create(int device) = 0;
+  virtual void stream_destroy(void* stream, int device) = 0;  // synchronises it first
+  virtual void stream_synchronize(void* stream, int device) = 0;
+  virtual void set_current_stream(void* stream, int device) = 0;
+  virtual void* current_stream(int device) = 0;
 
   // Every other kernel family is reached by name through one entry point, so a family is
   // added without touching this interface: the backend module registers a launcher per op

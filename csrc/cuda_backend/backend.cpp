@@ -20,6 +20,15 @@
 namespace fastnn::cuda_backend_impl {
 namespace {
 
+// The current stream of this host thread, per device (devices beyond the array use the
+// default stream). Thread-local by design: like CUDA's and PyTorch's current stream.
+constexpr int kMaxStreamDevices = 16;
+thread_local cudaStream_t t_current_stream[kMaxStreamDevices] = {};
+
+cudaStream_t stream_of(int device) {
+  return (device >= 0 && device < kMaxStreamDevices) ? t_current_stream[device] : nullptr;
+}
+
 class Backend final : public CudaBackend {
  public:
   const char* name() const override {
@@ -63,7 +72,7 @@ class Backend final : public CudaBackend {
     return p.name;
   }
 
-  void* malloc(size_t nbytes, int device) override { return allocator(device).allocate(nbytes); }
+  void* malloc(size_t nbytes, int device) override { return allocator(device).allocate(nbytes, stream_of(device)); }
   // Called from storage destructors: must never throw.
   void free(void* ptr, int device) override {
     if (!ptr) return;
@@ -95,7 +104,7 @@ class Backend final : public CudaBackend {
   void memset(void* dst, int value, size_t nbytes, int device) override {
     if (nbytes == 0) return;
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    FASTNN_CUDA_CHECK(cudaMemsetAsync(dst, value, nbytes, nullptr));
+    FASTNN_CUDA_CHECK(cudaMemsetAsync(dst, value, nbytes, stream_of(device)));
   }
 
   void synchronize(int device) override {
@@ -107,32 +116,32 @@ class Backend final : public CudaBackend {
 
   void copy(const CopyArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    cuda_kernels::copy(args, nullptr);
+    cuda_kernels::copy(args, stream_of(device));
   }
 
   void gemm(const GemmArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    cuda_kernels::gemm(args, nullptr);
+    cuda_kernels::gemm(args, stream_of(device));
   }
 
   void adam(const AdamArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    cuda_kernels::adam(args, nullptr);
+    cuda_kernels::adam(args, stream_of(device));
   }
 
   void sgd(const SgdArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    cuda_kernels::sgd(args, nullptr);
+    cuda_kernels::sgd(args, stream_of(device));
   }
 
   double grad_norm(const GradNormArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
     const size_t nbytes = static_cast<size_t>(cuda_kernels::grad_norm_workspace(args)) * sizeof(double);
     DeviceAllocator& alloc = allocator(device);
-    double* ws = static_cast<double*>(alloc.allocate(nbytes));
+    double* ws = static_cast<double*>(alloc.allocate(nbytes, stream_of(device)));
     double reduced = 0.0;
     try {
-      cuda_kernels::grad_norm(args, ws, nullptr);
+      cuda_kernels::grad_norm(args, ws, stream_of(device));
       memcpy(&reduced, ws, sizeof(double), MemcpyKind::device_to_host, device);
     } catch (...) {
       alloc.release(ws);
@@ -144,7 +153,7 @@ class Backend final : public CudaBackend {
 
   void scale_(const ScaleArgs& args, int device) override {
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    cuda_kernels::scale_(args, nullptr);
+    cuda_kernels::scale_(args, stream_of(device));
   }
 
   void run(const char* op, const void* args, size_t args_size, int device) override {
@@ -155,7 +164,42 @@ class Backend final : public CudaBackend {
       throw Error(detail::concat("CUDA op '", op, "': argument struct of ", args_size, " bytes, the backend expects ",
                                  registered, " (core and backend module built from different sources?)"));
     FASTNN_CUDA_CHECK(cudaSetDevice(device));
-    fn(args, nullptr, device);
+    fn(args, stream_of(device), device);
+  }
+
+  void* stream_create(int device) override {
+    check_stream_device(device);
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    cudaStream_t s = nullptr;
+    FASTNN_CUDA_CHECK(cudaStreamCreate(&s));
+    return s;
+  }
+
+  void stream_destroy(void* stream, int device) override {
+    if (!stream) return;
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    auto s = static_cast<cudaStream_t>(stream);
+    FASTNN_CUDA_CHECK(cudaStreamSynchronize(s));
+    allocator(device).retire_stream(stream);
+    if (stream_of(device) == s) t_current_stream[device] = nullptr;
+    FASTNN_CUDA_CHECK(cudaStreamDestroy(s));
+  }
+
+  void stream_synchronize(void* stream, int device) override {
+    FASTNN_CUDA_CHECK(cudaSetDevice(device));
+    FASTNN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+  }
+
+  void set_current_stream(void* stream, int device) override {
+    check_stream_device(device);
+    t_current_stream[device] = static_cast<cudaStream_t>(stream);
+  }
+
+  void* current_stream(int device) override { return stream_of(device); }
+
+  static void check_stream_device(int device) {
+    if (device < 0 || device >= kMaxStreamDevices)
+      throw ValueError(detail::concat("CUDA streams: device index ", device, " outside 0..", kMaxStreamDevices - 1));
   }
 
   bool has_op(const char* op) override { return find_op(op, nullptr) != nullptr; }

@@ -16,13 +16,13 @@ size_t DeviceAllocator::size_class(size_t n) {
   return (n + step - 1) / step * step;
 }
 
-void* DeviceAllocator::allocate(size_t nbytes) {
+void* DeviceAllocator::allocate(size_t nbytes, void* stream) {
   if (nbytes == 0) return nullptr;
   const size_t cls = size_class(nbytes);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.num_allocs;
   void* p = nullptr;
-  auto it = free_.find(cls);
+  auto it = free_.find(PoolKey{stream, cls});
   if (it != free_.end() && !it->second.empty()) {
     p = it->second.back();
     it->second.pop_back();
@@ -43,7 +43,7 @@ void* DeviceAllocator::allocate(size_t nbytes) {
     }
     ++stats_.num_system_allocs;
   }
-  live_[p] = cls;
+  live_[p] = Live{cls, stream};
   stats_.allocated_bytes += cls;
   if (stats_.allocated_bytes > stats_.peak_allocated_bytes) stats_.peak_allocated_bytes = stats_.allocated_bytes;
   return p;
@@ -54,11 +54,32 @@ void DeviceAllocator::release(void* p) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = live_.find(p);
   if (it == live_.end()) return;
-  const size_t cls = it->second;
+  const Live l = it->second;
   live_.erase(it);
-  stats_.allocated_bytes -= cls;
-  stats_.cached_bytes += cls;
-  free_[cls].push_back(p);
+  stats_.allocated_bytes -= l.cls;
+  stats_.cached_bytes += l.cls;
+  free_[PoolKey{l.stream, l.cls}].push_back(p);
+}
+
+void DeviceAllocator::retire_stream(void* stream) {
+  if (!stream) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  // The caller synchronised the stream: its blocks are idle and join the default pool.
+  std::vector<std::pair<size_t, std::vector<void*>>> moved;
+  for (auto it = free_.begin(); it != free_.end();) {
+    if (it->first.stream == stream) {
+      moved.emplace_back(it->first.cls, std::move(it->second));
+      it = free_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [cls, blocks] : moved) {
+    auto& dst = free_[PoolKey{nullptr, cls}];
+    dst.insert(dst.end(), blocks.begin(), blocks.end());
+  }
+  for (auto& [p, l] : live_)
+    if (l.stream == stream) l.stream = nullptr;
 }
 
 AllocatorStats DeviceAllocator::stats() {

@@ -113,6 +113,95 @@ def host_device_copies() -> int:
 _select()
 
 
+# ---- streams -------------------------------------------------------------------------------
+class Stream:
+    """A CUDA stream on one device (``torch.cuda.Stream``'s model). Work issued while it is this
+    thread's current stream (``with fastnn.cuda.stream(s):``) is queued on it; the device's default
+    stream orders with every stream. The caching allocator reuses memory freed on a stream only for
+    that stream: a tensor used on a second stream must not be freed before that stream is done
+    (call ``synchronize()``). Under the emulator work is synchronous and streams keep only their
+    identity. ``Stream(device, handle=0)`` with ``handle=0`` names the default stream."""
+
+    def __init__(self, device: int = 0, *, _handle=None):
+        _require()
+        self.device = int(device)
+        if _handle is None:
+            self._handle = int(_C._cuda_stream_create(self.device))
+            self._owned = True
+        else:
+            self._handle = int(_handle)
+            self._owned = False
+
+    @property
+    def cuda_stream(self) -> int:
+        """The raw ``cudaStream_t`` value (0: the default stream), e.g. for DLPack's ``stream=``."""
+        return self._handle
+
+    def synchronize(self) -> None:
+        _C._cuda_stream_synchronize(self._handle, self.device)
+
+    def close(self) -> None:
+        """Synchronises and destroys the stream (also done when it is garbage-collected)."""
+        if self._owned and self._handle:
+            h, self._handle = self._handle, 0
+            _C._cuda_stream_destroy(h, self.device)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the backend may be gone
+            pass
+
+    def __eq__(self, other):
+        return isinstance(other, Stream) and (self.device, self._handle) == (other.device, other._handle)
+
+    def __hash__(self):
+        return hash((self.device, self._handle))
+
+    def __repr__(self):
+        return f"fastnn.cuda.Stream(device={self.device}, cuda_stream={self._handle:#x})"
+
+
+def current_stream(device: int = 0) -> Stream:
+    """This thread's current stream on ``device`` (the default stream unless changed)."""
+    _require()
+    return Stream(device, _handle=_C._cuda_current_stream(int(device)))
+
+
+def default_stream(device: int = 0) -> Stream:
+    _require()
+    return Stream(device, _handle=0)
+
+
+def set_stream(s: Stream) -> None:
+    """Makes ``s`` this thread's current stream on its device."""
+    if not isinstance(s, Stream):
+        raise TypeError(f"set_stream: argument 's': expected fastnn.cuda.Stream, got {type(s).__name__}")
+    if s._owned and not s._handle:
+        raise ValueError("set_stream: argument 's': the stream was closed")
+    _C._cuda_set_current_stream(s._handle, s.device)
+
+
+class stream:  # noqa: N801 — a context manager named like torch.cuda.stream
+    """``with fastnn.cuda.stream(s): ...`` issues the block's CUDA work on ``s`` (this thread only),
+    then restores the previous current stream."""
+
+    def __init__(self, s: Stream):
+        if not isinstance(s, Stream):
+            raise TypeError(f"stream: argument 's': expected fastnn.cuda.Stream, got {type(s).__name__}")
+        self._s = s
+        self._prev = None
+
+    def __enter__(self):
+        self._prev = current_stream(self._s.device)
+        set_stream(self._s)
+        return self._s
+
+    def __exit__(self, *exc):
+        _C._cuda_set_current_stream(self._prev._handle, self._prev.device)
+        return False
+
+
 # ---- GEMM configuration (kernels/gemm.cu; docs/CUDA.md "GEMM") ----------------------------
 def set_allow_tf32(allow: bool) -> None:
     """Let float32 matrix products and convolutions on 'cuda' round their operands to TF32 (10-bit
