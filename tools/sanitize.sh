@@ -69,7 +69,6 @@ asan_opts="detect_leaks=$leaks:allow_user_segv_handler=1:handle_segv=1:halt_on_e
 asan_opts="$asan_opts:allocator_may_return_null=1:log_path=$reports_dir/asan"
 asan_opts="$asan_opts:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1"
 if [ "$leaks" = 1 ]; then
-  asan_opts="$asan_opts:suppressions=$root/tools/lsan.supp"
   export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp:print_suppressions=0:report_objects=0"
 fi
 export ASAN_OPTIONS="$asan_opts${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
