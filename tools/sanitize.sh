@@ -28,7 +28,9 @@ done
 # emulator and optimizer suites (fiber switching, faults and exceptions inside kernels).
 SANITIZE_TESTS=(tests/test_determinism.py tests/test_concurrency.py tests/test_cuda_emulator.py
                 tests/test_cuda_optim.py tests/test_tensor.py)
-if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}"; fi
+# Deselected under ASan: the emulator's fiber stack-overflow test (the overflow fault is handled on
+# the emulator's alternate signal stack; ASan's runtime exits with status 1 without a report there).
+if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}" -k "not stack_overflow"; fi
 
 if [ "$do_build" = 1 ]; then
   launcher=()
@@ -66,7 +68,9 @@ fi
 #   would be lost with the capture); they are printed and counted below.
 reports_dir="$(mktemp -d)"
 asan_opts="detect_leaks=$leaks:allow_user_segv_handler=1:handle_segv=1:halt_on_error=1:abort_on_error=0"
-asan_opts="$asan_opts:allocator_may_return_null=1:log_path=$reports_dir/asan"
+# - use_sigaltstack=0: the emulator installs its own alternate signal stack per launching thread
+#   (for its fault handler); ASan would otherwise try to unmap that one as its own at thread exit.
+asan_opts="$asan_opts:allocator_may_return_null=1:log_path=$reports_dir/asan:use_sigaltstack=0"
 asan_opts="$asan_opts:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1"
 if [ "$leaks" = 1 ]; then
   export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp:print_suppressions=0:report_objects=0"
@@ -84,7 +88,7 @@ set +e
 LD_PRELOAD="$preload" PYTHONPATH="$build/python" python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-cat "$reports_dir"/* 2>/dev/null | tee -a "$log"
+if compgen -G "$reports_dir/*" >/dev/null; then cat "$reports_dir"/* | tee -a "$log"; fi
 reports=$(grep -cE '^(==[0-9]+==ERROR: |SUMMARY: (Address|Undefined|Leak)Sanitizer)|runtime error: ' "$log" || true)
 rm -rf "$reports_dir"
 echo "sanitize.sh: tests took $(( $(date +%s) - t0 )) s; sanitizer reports: $reports; pytest exit code $rc"
