@@ -28,7 +28,9 @@ done
 # emulator and optimizer suites (fiber switching, faults and exceptions inside kernels).
 SANITIZE_TESTS=(tests/test_determinism.py tests/test_concurrency.py tests/test_cuda_emulator.py
                 tests/test_cuda_optim.py tests/test_tensor.py)
-if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}"; fi
+# Deselected under ASan: the emulator's fiber stack-overflow test (the overflow fault is handled on
+# the emulator's alternate signal stack; ASan's runtime exits with status 1 without a report there).
+if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}" -k "not stack_overflow"; fi
 
 if [ "$do_build" = 1 ]; then
   launcher=()
@@ -43,9 +45,12 @@ fi
 cxx="$(grep -E '^CMAKE_CXX_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)"
 preload=""
 case "$sanitizers" in
-  *address*) preload="$("${cxx:-g++}" -print-file-name=libasan.so)" ;;
+  # libstdc++ right after the runtime: python is not linked with it, and ASan's __cxa_throw
+  # interceptor must find the real function at start-up (else the first C++ throw aborts with
+  # "CHECK failed: ... real___cxa_throw").
+  *address*) preload="$("${cxx:-g++}" -print-file-name=libasan.so) $("${cxx:-g++}" -print-file-name=libstdc++.so)" ;;
 esac
-if [ -n "$preload" ] && [ ! -e "$preload" ]; then
+if [ -n "$preload" ] && [ ! -e "${preload%% *}" ]; then
   echo "sanitize.sh: libasan not found ($preload)" >&2
   exit 2
 fi
@@ -57,14 +62,21 @@ fi
 # - PYTHONMALLOC=malloc: Python objects come from malloc too, so ASan sees their bounds.
 # - The caching allocators keep freed tensor blocks for reuse: a use-after-free of a cached
 #   block is invisible to ASan (an overflow past a block's end is not).
+# - allocator_may_return_null=1: a request too large for memory returns NULL as with glibc, so
+#   fastnn raises its documented MemoryError (tests/test_memory.py) instead of ASan aborting.
+# - log_path: reports go to files (pytest captures fd 2, and a report that kills the process
+#   would be lost with the capture); they are printed and counted below.
+reports_dir="$(mktemp -d)"
 asan_opts="detect_leaks=$leaks:allow_user_segv_handler=1:handle_segv=1:halt_on_error=1:abort_on_error=0"
+# - use_sigaltstack=0: the emulator installs its own alternate signal stack per launching thread
+#   (for its fault handler); ASan would otherwise try to unmap that one as its own at thread exit.
+asan_opts="$asan_opts:allocator_may_return_null=1:log_path=$reports_dir/asan:use_sigaltstack=0"
 asan_opts="$asan_opts:detect_odr_violation=0:strict_init_order=1:check_initialization_order=1"
 if [ "$leaks" = 1 ]; then
-  asan_opts="$asan_opts:suppressions=$root/tools/lsan.supp"
   export LSAN_OPTIONS="suppressions=$root/tools/lsan.supp:print_suppressions=0:report_objects=0"
 fi
 export ASAN_OPTIONS="$asan_opts${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports_dir/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONMALLOC=malloc
 export FASTNN_CUDA_EMULATE=1
 # Small memory-test budgets: ASan's bookkeeping makes RSS noisy and every call slower.
@@ -76,7 +88,9 @@ set +e
 LD_PRELOAD="$preload" PYTHONPATH="$build/python" python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+if compgen -G "$reports_dir/*" >/dev/null; then cat "$reports_dir"/* | tee -a "$log"; fi
 reports=$(grep -cE '^(==[0-9]+==ERROR: |SUMMARY: (Address|Undefined|Leak)Sanitizer)|runtime error: ' "$log" || true)
+rm -rf "$reports_dir"
 echo "sanitize.sh: tests took $(( $(date +%s) - t0 )) s; sanitizer reports: $reports; pytest exit code $rc"
 rm -f "$log"
 if [ "$reports" != 0 ] && [ "$rc" = 0 ]; then rc=1; fi
