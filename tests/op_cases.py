@@ -33,12 +33,7 @@ def not_on_device(exc):
 
 # Known defects found by these suites, reported to their owners: the test is marked xfail (not
 # strict: it passes again as soon as the op is fixed) instead of turning the suite red.
-KNOWN_ISSUES = {
-    ("binary_backward", "cuda"): "ops.binary_backward('sub'/'div') multiplies a cuda grad by a host NumPy scalar "
-                                 "(python/fastnn/ops/nn.py) -> ValueError",
-    ("mean_backward", "cuda"): "ops.mean_backward multiplies a cuda grad by a host NumPy scalar "
-                               "(python/fastnn/ops/nn.py) -> ValueError",
-}
+KNOWN_ISSUES: dict = {}  # (op, device) -> why it fails (xfail); fixed ones are removed
 
 
 def handle_unsupported(exc, name, device):

@@ -238,12 +238,12 @@ def binary_backward(grad, a, b, op):
     if op == "add":
         ga, gb = grad, grad
     elif op == "sub":
-        ga, gb = grad, _C.binary(grad, np.asarray(-1.0, np.float32), "mul")
+        ga, gb = grad, _C.unary(grad, "neg")
     elif op == "mul":
         ga, gb = _C.binary(grad, b, "mul"), _C.binary(grad, a, "mul")
     elif op == "div":
         ga = _C.binary(grad, b, "div")
-        gb = _C.binary(_C.binary(ga, _C.binary(a, b, "div"), "mul"), np.asarray(-1.0, np.float32), "mul")
+        gb = _C.unary(_C.binary(ga, _C.binary(a, b, "div"), "mul"), "neg")
     else:
         raise ValueError(f"binary_backward: argument 'op': expected 'add', 'sub', 'mul' or 'div', got {op!r}")
     return sum_to_shape(ga, sa), sum_to_shape(gb, sb)
@@ -312,7 +312,8 @@ def mean_backward(grad, input_shape, axis=None, keepdim=False):
     count = 1
     for a in axes:
         count *= int(input_shape[a])
-    return _C.binary(g, np.asarray(1.0 / count if count else np.nan, np.float32), "mul")
+    # A device-side scalar multiply: a host scalar operand would not mix with a 'cuda' gradient.
+    return _C.unary(g, "mul", 1.0 / count if count else float("nan"))
 
 
 def max_backward(grad, indices, input_shape, axis=None, keepdim=False):
