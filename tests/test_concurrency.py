@@ -127,16 +127,41 @@ def _gil_gaps(kernel, seconds):
 
 
 def _gil_cases(device):
+    """{name: kernel} with each kernel a single call long enough (>= ~0.1 s) to tell a held GIL
+    from scheduler slices: the problem grows until one call takes that long, whatever the
+    machine's speed (an idle CI machine is several times faster than a loaded one)."""
     rng = np.random.default_rng(0)
+
+    def r(*shape):
+        return C.dev(rng.standard_normal(shape).astype(np.float32), device)
+
+    def gemm(s):
+        a = r(s, s)
+        return lambda: ops.gemm(a, a)
+
     if device == "cpu":
-        a = C.dev(rng.standard_normal((700, 700)).astype(np.float32), device)
-        x = C.dev(rng.standard_normal((16, 32, 48, 48)).astype(np.float32), device)
-        w = C.dev(rng.standard_normal((32, 32, 3, 3)).astype(np.float32), device)
-        q = C.dev(rng.standard_normal((2, 4, 768, 64)).astype(np.float32), device)
-        return {"gemm": lambda: ops.gemm(a, a), "conv2d": lambda: ops.conv2d(x, w, padding=1),
-                "attention": lambda: ops.attention(q, q, q)}
-    a = C.dev(rng.standard_normal((160, 160)).astype(np.float32), device)
-    return {"gemm": lambda: ops.gemm(a, a)}
+        def conv(s):
+            x, w = r(s, 32, 48, 48), r(32, 32, 3, 3)
+            return lambda: ops.conv2d(x, w, padding=1)
+
+        def attention(s):
+            q = r(s, 4, 768, 64)
+            return lambda: ops.attention(q, q, q)
+        factories = {"gemm": (gemm, 700, 6000), "conv2d": (conv, 16, 1024), "attention": (attention, 2, 256)}
+    else:
+        factories = {"gemm": (gemm, 160, 1200)}
+    cases = {}
+    for name, (make, size, cap) in factories.items():
+        while True:
+            k = make(size)
+            k()  # warm-up
+            t0 = time.perf_counter()
+            k()
+            if time.perf_counter() - t0 >= 0.1 or size >= cap:
+                break
+            size = min(cap, int(size * 1.5) + 1)
+        cases[name] = k
+    return cases
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -147,5 +172,5 @@ def test_gil_released_during_kernels(device):
         gap, one = _gil_gaps(kernel, seconds=1.0)
         # A held GIL blocks the counting thread for >= one whole call; released, the gaps are
         # scheduler slices (a few ms, tens on a loaded 2-core VM).
-        assert one > 0.05, f"{name}: the kernel is too short ({one * 1e3:.1f} ms) for this test to mean anything"
+        assert one > 0.05, f"{name}: the kernel is still too short ({one * 1e3:.1f} ms) for this test to mean anything"
         assert gap < 0.6 * one, f"{name}: another thread waited {gap * 1e3:.0f} ms during a {one * 1e3:.0f} ms call"
