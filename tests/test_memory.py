@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import time
@@ -72,7 +73,10 @@ def test_leak_detector_detects():
     live0, rss0 = _live_bytes("cpu"), _rss_mib()
     kept = [call() for _ in range(2000)]  # 2000 x 2*17*9 floats ~ 2.4 MiB of storage + objects
     assert _live_bytes("cpu") > live0
-    kept_big = [fnn.zeros(1 << 20) for _ in range(16)]  # 64 MiB of fresh memory, touched by the zero fill
+    # 64 MiB of certainly fresh pages, all written (a heap allocation could reuse pages earlier tests
+    # left resident, which would not show in RSS).
+    kept_big = mmap.mmap(-1, 64 << 20)
+    kept_big.write(b"\x01" * (64 << 20))
     assert _rss_mib() - rss0 > RSS_SLACK_MIB
     del kept, kept_big
 
