@@ -30,15 +30,10 @@ if not fastnn.cuda.is_available():
     pytest.skip("device 'cuda' not available (neither a GPU nor the emulator)", allow_module_level=True)
 emu = pytest.importorskip("fastnn._cuda_emu")
 
-ORDERS = ["forward", "reverse", "random"]
-
-
-@pytest.fixture(params=ORDERS, autouse=True)
-def order(request):
-    before = emu._get_order()
-    emu._set_order(request.param, 4321)
-    yield request.param
-    emu._set_order(*before)
+@pytest.fixture(autouse=True)
+def order(emu_order):
+    """Every test once per emulator thread-resume order (conftest.emu_order)."""
+    return emu_order
 
 
 def dev(x):
