@@ -16,6 +16,7 @@
 
 #include "bindings/common.h"
 #include "bindings/cuda_settings.h"
+#include "fastnn/elementwise_math.h"
 #include "fastnn/gemm.h"
 
 namespace fastnn::bindings {
@@ -532,13 +533,15 @@ py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_ob
   Tensor gb;
   if (need_bias) gb = empty({out_f}, DType::float32, dev);
   Tensor ones;  // the 1-element "row of ones" of db = 1^T dY
-  if (need_bias) {
-    Tensor h = empty({1}, DType::float32, Device{});
-    *h.data_as<float>() = 1.0f;
-    ones = dev.type == DeviceType::cpu ? h : to_device(h, dev);
-  }
+  if (need_bias) ones = empty({1}, DType::float32, dev);
   {
     py::gil_scoped_release nogil;
+    if (need_bias) {
+      // Written where it lives: on CUDA by the fill kernel on the stream, so a training step's
+      // bias gradient makes no host->device copy (and no synchronisation).
+      if (dev.type == DeviceType::cpu) *ones.data_as<float>() = 1.0f;
+      else cuda_op("ewm_unary", UnaryArgs{UnaryOp::fill, 1, nullptr, ones.data_as<float>(), 1.0f}, dev.index);
+    }
     // dX = dY @ W         (rows x out) (out x in)
     run_gemm(matrix_args(gm, false, w, false, reshape_like(gx, {rows, in_f}), rows, in_f, out_f), dev);
     // dW = dY^T @ X       (out x rows) (rows x in)
