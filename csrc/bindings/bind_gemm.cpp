@@ -147,7 +147,9 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   a = cpu_operand(a), b = cpu_operand(b);
 
   GemmArgs g;
-  g.m = m, g.n = n, g.k = k;
+  // BLAS: with alpha = 0 neither a nor b is read (a NaN there must not reach the result): an
+  // empty product on every device.
+  g.m = m, g.n = n, g.k = alpha == 0.0f ? 0 : k;
   g.a = static_cast<const float*>(a.data());  // 16-bit operands too: see GemmArgs::ab_dtype
   g.a_rs = trans_a ? a.strides[1] : a.strides[0];
   g.a_cs = trans_a ? a.strides[0] : a.strides[1];
