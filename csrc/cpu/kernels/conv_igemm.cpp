@@ -20,6 +20,13 @@
 // at batch 1; dW gives each thread a private accumulator (O x K floats), reduced at the end.
 // Bound: compute (FMA) when Og >= ~2*MR and K >= ~64; for small Og the gather (one
 // load+store per element of col per Og/MR micro-panels) dominates and it is memory/L1 bound.
+// AVX-512, stride 1 and out_w == in_w (every 'same' 3x3 / 5x5 layer, and their grad-input
+// run as a forward): the input position of pixel p for tap (r, s) is p + delta(r, s), so
+// a 32-pixel row of a B panel is ONE masked load from x (mask = pixels whose tap lands in
+// the image, zeros elsewhere). The forward then packs nothing: a conv microkernel
+// (tile_linear, 12 x 32 like the GEMM one) reads B straight from x through a per-panel
+// table of (delta, mask) per tap; K blocks hold whole channels. Packing was 13-28 % of the
+// forward / grad-input time on the benchmark layers.
 #include <omp.h>
 
 #include <algorithm>
@@ -33,6 +40,7 @@
 
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
+#include "cpu/kernels/gemm_epilogue.h"
 
 namespace {
 
@@ -236,6 +244,88 @@ void pack_colT_block(const ColGeo& g, const float* xg, int64_t kc, int64_t k0, i
   }
 }
 
+#if FASTNN_ISA_LEVEL == 2
+// ---- stride-1, same-width convolutions: B read straight from x (see the header) ----
+struct TapLoad {
+  int64_t delta;  // offset of the tap's input for pixel p relative to p, in the channel plane
+  uint32_t mask;  // bit l: pixel p0 + l of the panel reads a real input element
+};
+
+bool linear_taps(const Conv2dArgs& a) { return a.stride_h == 1 && a.stride_w == 1 && a.out_w == a.in_w; }
+
+// taps[t] of panel q (pixels q*NR .. q*NR + NR; pixels >= P get mask bit 0).
+void build_tap_loads(const ColGeo& g, int64_t P, int64_t q, TapLoad* taps) {
+  int64_t ii[NR], jj[NR];
+  for (int64_t l = 0; l < NR; ++l) {
+    const int64_t p = q * NR + l;
+    ii[l] = p < P ? p / g.Wo : -(int64_t{1} << 40);  // far outside: never valid
+    jj[l] = p % g.Wo;
+  }
+  for (int64_t t = 0; t < g.khw; ++t) {
+    const int64_t dr = (t / g.kw) * g.dh - g.ph, ds = (t % g.kw) * g.dw - g.pw;
+    uint32_t m = 0;
+    for (int64_t l = 0; l < NR; ++l) {
+      const int64_t hi = ii[l] + dr, wi = jj[l] + ds;
+      if (hi >= 0 && hi < g.H && wi >= 0 && wi < g.W) m |= uint32_t{1} << l;
+    }
+    taps[t] = TapLoad{dr * g.W + ds, m};
+  }
+}
+
+// C(12 x 32 tile, rows < ROWS, columns < n_valid) = epilogue(sum over nch channels and the
+// khw taps of A column * B row), A packed (MR floats per k, k = (channel, tap)), B row of
+// (channel ch, tap t) = maskz_load(taps[t].mask, xp + ch*HW + taps[t].delta), xp = the
+// panel's first pixel in channel 0 of the block. Masked-off lanes are never read (no fault
+// even where xp + delta points outside the image).
+template <int ROWS>
+void tile_linear(int64_t nch, int64_t khw, const float* __restrict ap, const float* xp, int64_t HW,
+                 const TapLoad* __restrict taps, float* c, int64_t c_rs, int64_t n_valid, const GemmEpilogue& ep) {
+  __m512 acc[ROWS][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t ch = 0; ch < nch; ++ch, xp += HW) {
+#pragma GCC unroll 3
+    for (int64_t t = 0; t < khw; ++t) {
+      const float* src = xp + taps[t].delta;
+      const uint32_t m = taps[t].mask;
+      const __m512 b0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), src);
+      const __m512 b1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), src + 16);
+#pragma GCC unroll 12
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 av = _mm512_set1_ps(ap[i]);
+        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+      }
+      ap += MR;
+    }
+  }
+  const __mmask16 mk0 = n_valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n_valid) - 1u);
+  const __mmask16 mk1 = n_valid >= 32 ? __mmask16(0xFFFF) : n_valid <= 16 ? __mmask16(0) : __mmask16((1u << (n_valid - 16)) - 1u);
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+    float* crow = c + i * c_rs;
+    const gemm_vf br = gemm_splat(ep.bias_row ? ep.bias_row[i] : 0.0f);
+    const __m512 o0 = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk0, crow) : _mm512_setzero_ps();
+    const __m512 o1 = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk1, crow + 16) : _mm512_setzero_ps();
+    _mm512_mask_storeu_ps(crow, mk0, (__m512)gemm_epilogue_vec((gemm_vf)acc[i][0], (gemm_vf)o0, br, ep));
+    _mm512_mask_storeu_ps(crow + 16, mk1, (__m512)gemm_epilogue_vec((gemm_vf)acc[i][1], (gemm_vf)o1, br, ep));
+  }
+}
+
+using TileLinearFn = void (*)(int64_t, int64_t, const float*, const float*, int64_t, const TapLoad*, float*, int64_t,
+                              int64_t, const GemmEpilogue&);
+constexpr TileLinearFn kTileLinear[12] = {tile_linear<1>, tile_linear<2>, tile_linear<3>,  tile_linear<4>,
+                                          tile_linear<5>, tile_linear<6>, tile_linear<7>,  tile_linear<8>,
+                                          tile_linear<9>, tile_linear<10>, tile_linear<11>, tile_linear<12>};
+#else
+bool linear_taps(const Conv2dArgs&) { return false; }
+struct TapLoad {
+  int64_t delta;
+  uint32_t mask;
+};
+#endif
+using TapLoadSlot = TapLoad;
+
 struct Scratch {  // a cpu_allocator block, released on scope exit
   float* p;
   explicit Scratch(int64_t floats)
@@ -253,7 +343,9 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t K = Cg * geo.khw, P = a.out_h * a.out_w;
   const GemmBlocking bl = gemm_blocking();
-  const int64_t kc = std::min(bl.kc, K);
+  const bool linear = linear_taps(a);
+  // Linear path: K blocks of whole channels (its microkernel walks channel x tap).
+  const int64_t kc = linear ? std::min(K, std::max<int64_t>(1, bl.kc / geo.khw) * geo.khw) : std::min(bl.kc, K);
   const int64_t Mp = cdiv(Og, MR) * MR;
   const int nt_max = num_threads();
 
@@ -274,9 +366,19 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
   const int nt = static_cast<int>(std::min<int64_t>(nt_max, items));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
 
+  const int64_t panels_all = cdiv(P, NR);
+  Scratch tapbuf(linear ? panels_all * geo.khw * static_cast<int64_t>(sizeof(TapLoadSlot) / sizeof(float)) : 0);
+  [[maybe_unused]] TapLoadSlot* tap_loads = reinterpret_cast<TapLoadSlot*>(tapbuf.p);
+
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    Scratch bbuf(kc * nc);
+#if FASTNN_ISA_LEVEL == 2
+    if (linear) {  // done before the barrier that ends the W packing below
+#pragma omp for schedule(static) nowait
+      for (int64_t q = 0; q < panels_all; ++q) build_tap_loads(geo, P, q, tap_loads + q * geo.khw);
+    }
+#endif
+    Scratch bbuf(linear ? 0 : kc * nc);
     Scratch runbuf(max_runs(geo, NR) * static_cast<int64_t>(sizeof(Run) / sizeof(float)) + geo.khw + 1 +
                    static_cast<int64_t>(sizeof(int64_t) / sizeof(float)) * (geo.khw + 1));
     Run* runs = reinterpret_cast<Run*>(runbuf.p);
@@ -304,8 +406,27 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
       for (int64_t pc = 0; pc < K; pc += kc) {
         const int64_t kcb = std::min(kc, K - pc);
         const bool last = pc + kcb >= K;
-        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         const float* ablk = wp.p + g * Mp * K + pc * Mp;
+#if FASTNN_ISA_LEVEL == 2
+        if (linear) {
+          const int64_t HW = geo.H * geo.W;
+          for (int64_t ir = m0; ir < m1; ir += MR) {
+            GemmEpilogue ep;
+            ep.beta = pc == 0 ? 0.0f : 1.0f;
+            if (last) {
+              ep.bias_row = a.bias ? a.bias + g * Og + ir : nullptr;
+              ep.act = a.activation;
+            }
+            const int64_t mv = std::min(MR, m1 - ir);
+            for (int64_t q = 0; q * NR < nb; ++q)
+              kTileLinear[mv - 1](kcb / geo.khw, geo.khw, ablk + ir * kcb, xg + (pc / geo.khw) * HW + p0 + q * NR, HW,
+                                  tap_loads + (p0 / NR + q) * geo.khw, yg + ir * P + p0 + q * NR, P,
+                                  std::min(NR, nb - q * NR), ep);
+          }
+          continue;
+        }
+#endif
+        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         for (int64_t ir = m0; ir < m1; ir += MR) {
           GemmEpilogue ep;
           ep.beta = pc == 0 ? 0.0f : 1.0f;
