@@ -7,7 +7,7 @@ number of training images for a quicker run).
 
 Measured on the full set (60,000 / 10,000 images, batch 64, Adam lr 1e-3, seed 0), test accuracy:
   1 epoch:  plain 85.92 %, BatchNorm + flip 86.38 % (+0.46; the default run). Variants, measured
-            beside a plain 85.98 % (the conv kernels of the day before): BatchNorm alone 87.82 %,
+            with the previous conv kernels (plain 85.98 % there): BatchNorm alone 87.82 %,
             BatchNorm + crop + flip 84.42 % (the crop is a regulariser one epoch cannot pay back,
             hence only from 2 epochs on)
   2 epochs: BatchNorm + crop + flip 87.30 %."""
