@@ -487,10 +487,17 @@ void attention_backward(const AttentionArgs& a) {
       const float* o = a.out + b * a.o_sb + h * a.o_sh + i * a.o_sn;
       float* dq = a.dq + b * a.dq_sb + h * a.dq_sh + i * a.dq_sn;
       float acc = 0.0f;
-      for (int64_t d = 0; d < D; ++d) {
-        acc += go[d * a.go_sd] * o[d * a.o_sd];
-        dq[d * a.dq_sd] = 0.0f;
+      int64_t d = 0;
+      if (a.go_sd == 1 && a.o_sd == 1) {
+        // vector partial sums: the scalar chain is bound by the add latency
+        vf s = vzero();
+        for (; d + W <= D; d += W) s = vfma(vld(go + d), vld(o + d), s);
+        alignas(64) float part[W];
+        vst(part, s);
+        for (int x = 0; x < W; ++x) acc += part[x];
       }
+      for (; d < D; ++d) acc += go[d * a.go_sd] * o[d * a.o_sd];
+      for (d = 0; d < D; ++d) dq[d * a.dq_sd] = 0.0f;
       Di[r] = acc;
     }
   }
