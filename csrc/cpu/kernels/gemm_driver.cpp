@@ -2,7 +2,8 @@
 // microkernel (gemm_microkernel.h), plus threading and the batched loop.
 //
 //   for ic in M step MC            A block  (mc x kc, shared by the threads, L3)
-//     for pc in K step KC          packed cooperatively, then a barrier
+//     for pc in K step KC          packed cooperatively, then a barrier (K is cut into
+//                                  equal blocks <= KC; K <= 4/3 KC stays one block)
 //       for jc in N step NC        B block  (kc x nc, private per thread, L2)
 //         for ir in mc step MR     A micro-panel (MR x kc) stays in L1 ...
 //           for jr in nc step NR   ... while the B micro-panels stream from L2
@@ -14,9 +15,9 @@
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
 // the threads balanced, e.g. N = 10). Small batched products run one per thread.
-// Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing on the AVX-512
-// level: the direct microkernel reads A through its strides and B rows in place
-// (gemm_direct below); packing only pays when the panels are reused many times.
+// Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
+// level: the direct microkernel reads B rows in place and one packed A micro-panel at a
+// time (gemm_direct below); packing B only pays when its panels are reused many times.
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
@@ -59,6 +60,15 @@ GemmBlocking compute_blocking() {
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Number of k blocks of depth <= kc, except that a k up to 4/3 kc stays one block (e.g.
+// k = 512 with kc = 384: one pass over C instead of two of depth 256).
+inline int64_t k_blocks(int64_t k, int64_t kc) {
+  if (k <= kc * 4 / 3) return 1;
+  return std::max<int64_t>(1, cdiv(k, kc));
+}
+
+constexpr int64_t kDirectMaxK = 1024;  // the direct path's A panel: MR x k floats on the stack
+
 // [begin, end) of part `t` of `n` units split `parts` ways, in multiples of `align`.
 inline void split_range(int64_t n, int parts, int t, int64_t align, int64_t* b, int64_t* e) {
   const int64_t units = cdiv(n, align);
@@ -91,11 +101,12 @@ struct Buffers {
   Buffers& operator=(const Buffers&) = delete;
 };
 
-// Small problems (AVX-512): no packing of A (read in place through its strides) and
-// none of B either when its columns are unit-stride; otherwise B is packed whole once.
-// Packing costs O(mk + kn) memory passes that only pay off when reused over large m, n.
+// Small problems (AVX-512): B's full NR-column panels are read in place when its columns
+// are unit-stride (the rest of B is packed once) and only one A micro-panel (MR x k, <= 48 KiB, on the stack) is packed at a
+// time, reused across the row of C tiles. Packing B costs O(kn) memory passes that only pay
+// off when reused over large m; packing one A panel costs 1/n_panels of its tiles' loads.
 bool use_direct(const GemmArgs& g, int64_t k) {
-  if (!kGemmHasDirect || k == 0 || k > 1024) return false;
+  if (!kGemmHasDirect || k == 0 || k > kDirectMaxK) return false;
   return static_cast<double>(g.m) * g.n * k <= 8.0 * (1 << 20);
 }
 
@@ -106,9 +117,11 @@ void gemm_direct(const GemmArgs& g, int nt) {
   int64_t ldb = g.b_rs;
   float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
-  if (g.b_cs != 1) {
-    packed = static_cast<float*>(cpu_allocator::allocate(n_panels * kGemmNR * k * sizeof(float)));
-    gemm_pack_b(k, n, g.b, g.b_rs, g.b_cs, packed);
+  // Panels read in place: all the full ones of a unit-stride B; the others are packed.
+  const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
+  if (n_direct < n_panels) {
+    packed = static_cast<float*>(cpu_allocator::allocate((n_panels - n_direct) * kGemmNR * k * sizeof(float)));
+    gemm_pack_b(k, n - n_direct * kGemmNR, g.b + n_direct * kGemmNR * g.b_cs, g.b_rs, g.b_cs, packed);
   }
   const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
   auto body = [&](int tid) {
@@ -121,16 +134,19 @@ void gemm_direct(const GemmArgs& g, int nt) {
     ep.alpha = g.alpha;
     ep.beta = g.beta;
     ep.act = g.activation;
+    alignas(64) float ap[kGemmMR * kDirectMaxK];
     for (int64_t ir = i0; ir < i1; ++ir) {
       const int64_t r0 = ir * kGemmMR;
+      const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0);
+      gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
       ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
       for (int64_t jr = j0; jr < j1; ++jr) {
         const int64_t c0 = jr * kGemmNR;
         ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
-        const float* bp = packed ? packed + jr * kGemmNR * k : b + c0;
-        gemm_microkernel_direct(k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, bp, packed ? kGemmNR : ldb,
-                                g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs, g.c_cs,
-                                std::min<int64_t>(kGemmMR, m - r0), std::min<int64_t>(kGemmNR, n - c0), ep);
+        const bool in_place = jr < n_direct;
+        const float* bp = in_place ? b + c0 : packed + (jr - n_direct) * kGemmNR * k;
+        gemm_microkernel_direct(k, ap, bp, in_place ? ldb : kGemmNR, g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs,
+                                g.c_cs, m_valid, std::min<int64_t>(kGemmNR, n - c0), ep);
       }
     }
   };
@@ -151,7 +167,7 @@ void gemm_direct(const GemmArgs& g, int nt) {
 void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
-  const int64_t nk = std::max<int64_t>(1, cdiv(k, blk.kc));
+  const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
   if (use_direct(g, k)) {
     gemm_direct(g, nt);
@@ -245,7 +261,7 @@ void gemm_run(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0 || g.batch <= 0) return;
   const GemmBlocking blk = gemm_blocking();
   const int64_t k_eff = g.alpha == 0.0f ? 0 : g.k;
-  const int64_t kc = std::min(blk.kc, k_eff);
+  const int64_t kc = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, blk.kc));
   const int64_t a_floats = cdiv(std::min(blk.mc, g.m), kGemmMR) * kGemmMR * kc;
   const int64_t b_floats = cdiv(std::min(blk.nc, g.n), kGemmNR) * kGemmNR * kc;
   // Work in multiply-adds; below ~128K per thread a parallel region costs more than it saves.
@@ -254,6 +270,10 @@ void gemm_run(const GemmArgs& g) {
   constexpr double kGrain = 131072.0;
 
   const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
+  if (g.batch == 1 && use_direct(g, k_eff)) {  // no packed blocks to allocate
+    gemm_direct(g, nt_one);
+    return;
+  }
   if (g.batch == 1 || nt_one >= max_threads) {
     // Products one after another, each using all the threads it can.
     Buffers buf(a_floats, b_floats, nt_one);
