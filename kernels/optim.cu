@@ -146,7 +146,7 @@ struct AdamOp {
       vh = fmaxf(x[4], v);
       x[4] = vh;
     }
-    const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vh), ibc2), eps);
+    const float denom = fmaf(__fsqrt_rn(vh), ibc2, eps);
     x[0] = fmaf(nstep, __fdiv_rn(m, denom), p);
     x[2] = m;
     x[3] = v;

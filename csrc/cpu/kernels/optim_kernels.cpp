@@ -100,7 +100,7 @@ static void adam_span(const fastnn::AdamArgs& a, int64_t t, int64_t b, int64_t e
       vh = vmax(io.ld(vm + i), vv);
       io.st(vm + i, vh);
     }
-    VF denom = vadd(vmul(vsqrt(vh), ibc2), eps);
+    VF denom = vfma(vsqrt(vh), ibc2, eps);  // fused explicitly: GCC would contract a mul+add anyway
     pv = vfma(nstep, vdiv(mv, denom), pv);
     io.st(p + i, pv);
     io.st(m + i, mv);
