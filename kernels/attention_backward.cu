@@ -87,16 +87,13 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
   float* slse2 = sp + BK * (BQ + 1);
   float* sdi = slse2 + BQ;
 
-  const int64_t bh = blockIdx.x / nkb, kb = blockIdx.x % nkb;
-  const int64_t b = bh / a.heads, h = bh % a.heads;
+  const int64_t kb = blockIdx.x % nkb;
+  const BlockScalars bs = block_scalars(a, blockIdx.x / nkb);
+  const int64_t bh = bs.bh, b = bs.b, h = bs.h;
   const int64_t j0 = kb * BK;
   const int jb = static_cast<int>(min64(BK, a.nk - j0));
-  const int dim = static_cast<int>(a.head_dim);
+  const int dim = bs.dim;
   const int c = tile_col();
-  const float c2 = a.scale * kLog2e;
-  const bool dropout = a.dropout_p > 0.0f;
-  const uint32_t threshold = philox::keep_threshold(a.dropout_p);
-  const float keep_scale = dropout ? 1.0f / (1.0f - a.dropout_p) : 1.0f;
 
   // causal: query i sees key j0 iff i >= j0 - (Nk - Nq)
   const int64_t i_start = a.causal ? min64(a.nq, max64(0, j0 - (a.nk - a.nq))) : 0;
@@ -142,8 +139,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
           const int x = c + 8 * qq;
           const int64_t gi = i0 + x;
           const bool visible = key_live[i] && !causal_hidden(a, gi, j);
-          const float p = visible ? exp2f(s[i][qq] * c2 - slse2[x]) : 0.0f;
-          const float z = dropout ? (p != 0.0f && dropout_keeps(a, bh, gi, j, threshold) ? keep_scale : 0.0f) : 1.0f;
+          const float p = visible ? exp2f(s[i][qq] * bs.c2 - slse2[x]) : 0.0f;
+          const float z = bs.dropout_factor(a, p, gi, j);
           sp[r * (BQ + 1) + x] = p * z;
           s[i][qq] = p * (dp[i][qq] * z - sdi[x]);  // dS^T
         }
@@ -160,22 +157,8 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dkdv_kernel(Atten
     }
   }
 
-  float* dkbase = a.dk + b * a.dk_sb + h * a.dk_sh;
-  float* dvbase = a.dv + b * a.dv_sb + h * a.dv_sh;
-#pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const int r = tile_row<TM>(i);
-    if (r >= jb) continue;
-    const int64_t j = j0 + r;
-#pragma unroll
-    for (int dd = 0; dd < ND; ++dd) {
-      const int d = c + 8 * dd;
-      if (d < dim) {
-        dkbase[j * a.dk_sn + d * a.dk_sd] = dk[i][dd] * a.scale;
-        dvbase[j * a.dv_sn + d * a.dv_sd] = dv[i][dd];
-      }
-    }
-  }
+  store_rows<TM, ND>(a.dk + b * a.dk_sb + h * a.dk_sh, a.dk_sn, a.dk_sd, j0, jb, dim, dk, a.scale);
+  store_rows<TM, ND>(a.dv + b * a.dv_sb + h * a.dv_sh, a.dv_sn, a.dv_sd, j0, jb, dim, dv, 1.0f);
 }
 
 // ---- pass 3: dQ ---------------------------------------------------------------------
@@ -200,39 +183,28 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(Attenti
   float* sds = sv + BC * (DP + 1);
   float* sbias = sds + kBR * (BC + 1);
 
-  const int64_t bh = blockIdx.x / nqb, qb = nqb - 1 - blockIdx.x % nqb;
-  const int64_t b = bh / a.heads, h = bh % a.heads;
+  const int64_t qb = nqb - 1 - blockIdx.x % nqb;
+  const BlockScalars bs = block_scalars(a, blockIdx.x / nqb);
   const int64_t i0 = qb * kBR;
   const int ib = static_cast<int>(min64(kBR, a.nq - i0));
-  const int dim = static_cast<int>(a.head_dim);
   const int c = tile_col();
-  const float c2 = a.scale * kLog2e;
-  const bool dropout = a.dropout_p > 0.0f;
-  const uint32_t threshold = philox::keep_threshold(a.dropout_p);
-  const float keep_scale = dropout ? 1.0f / (1.0f - a.dropout_p) : 1.0f;
 
-  load_tile<kBR, DP>(sq, a.q + b * a.q_sb + h * a.q_sh + i0 * a.q_sn, a.q_sn, a.q_sd, ib, dim, 1.0f);
-  load_tile<kBR, DP>(sdo, a.grad_out + b * a.go_sb + h * a.go_sh + i0 * a.go_sn, a.go_sn, a.go_sd, ib, dim, 1.0f);
+  load_tile<kBR, DP>(sq, a.q + bs.b * a.q_sb + bs.h * a.q_sh + i0 * a.q_sn, a.q_sn, a.q_sd, ib, bs.dim, 1.0f);
+  load_tile<kBR, DP>(sdo, a.grad_out + bs.b * a.go_sb + bs.h * a.go_sh + i0 * a.go_sn, a.go_sn, a.go_sd, ib, bs.dim,
+                     1.0f);
   float rl[kTM], rd[kTM], dq[kTM][ND];
 #pragma unroll
   for (int i = 0; i < kTM; ++i) {
     const int r = tile_row<kTM>(i);
-    rl[i] = r < ib ? lse2[bh * a.nq + i0 + r] : INFINITY;
-    rd[i] = r < ib ? di[bh * a.nq + i0 + r] : 0.0f;
+    rl[i] = r < ib ? lse2[bs.bh * a.nq + i0 + r] : INFINITY;
+    rd[i] = r < ib ? di[bs.bh * a.nq + i0 + r] : 0.0f;
 #pragma unroll
     for (int dd = 0; dd < ND; ++dd) dq[i][dd] = 0.0f;
   }
 
-  const int64_t jend = a.causal ? max64(0, min64(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
-  const float* kbase = a.k + b * a.k_sb + h * a.k_sh;
-  const float* vbase = a.v + b * a.v_sb + h * a.v_sh;
+  const int64_t jend = visible_key_end(a, i0, ib);
   for (int64_t j0 = 0; j0 < jend; j0 += BC) {
-    const int jb = static_cast<int>(min64(BC, jend - j0));
-    if (!tile_has_live_key<BC>(a, b, j0, jb)) continue;
-    load_tile<BC, DP>(sk, kbase + j0 * a.k_sn, a.k_sn, a.k_sd, jb, dim, 1.0f);
-    load_tile<BC, DP>(sv, vbase + j0 * a.v_sn, a.v_sn, a.v_sd, jb, dim, 1.0f);
-    stage_key_bias<BC>(a, b, j0, jb, sbias);
-    __syncthreads();
+    if (!load_key_tile<BC, DP>(a, bs, j0, static_cast<int>(min64(BC, jend - j0)), sk, sv, sbias)) continue;
 
     float s[kTM][NC], dp[kTM][NC];
     tile_dot<kTM, NC, DP>(s, sq, sk);
@@ -244,9 +216,9 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(Attenti
 #pragma unroll
       for (int jj = 0; jj < NC; ++jj) {
         const int j = c + 8 * jj;
-        const float x = causal_hidden(a, gi, j0 + j) ? -INFINITY : s[i][jj] * c2 + sbias[j] - rl[i];
+        const float x = causal_hidden(a, gi, j0 + j) ? -INFINITY : s[i][jj] * bs.c2 + sbias[j] - rl[i];
         const float p = exp2f(x);
-        const float z = dropout ? (p != 0.0f && dropout_keeps(a, bh, gi, j0 + j, threshold) ? keep_scale : 0.0f) : 1.0f;
+        const float z = bs.dropout_factor(a, p, gi, j0 + j);
         sds[r * (BC + 1) + j] = p * (dp[i][jj] * z - rd[i]);
       }
     }
@@ -254,17 +226,7 @@ __global__ void __launch_bounds__(kThreads) attention_backward_dq_kernel(Attenti
     tile_accum<kTM, BC, DP>(dq, sds, sk);
   }
 
-  float* dqbase = a.dq + b * a.dq_sb + h * a.dq_sh;
-#pragma unroll
-  for (int i = 0; i < kTM; ++i) {
-    const int r = tile_row<kTM>(i);
-    if (r >= ib) continue;
-#pragma unroll
-    for (int dd = 0; dd < ND; ++dd) {
-      const int d = c + 8 * dd;
-      if (d < dim) dqbase[(i0 + r) * a.dq_sn + d * a.dq_sd] = dq[i][dd] * a.scale;
-    }
-  }
+  store_rows<kTM, ND>(a.dq + bs.b * a.dq_sb + bs.h * a.dq_sh, a.dq_sn, a.dq_sd, i0, ib, bs.dim, dq, a.scale);
 }
 
 template <class Kernel>

@@ -60,18 +60,13 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
   float* sp = sv + BC * (DP + 1);
   float* sbias = sp + kBR * (BC + 1);
 
-  const int64_t bh = blockIdx.x / nqb, qb = nqb - 1 - blockIdx.x % nqb;
-  const int64_t b = bh / a.heads, h = bh % a.heads;
+  const int64_t qb = nqb - 1 - blockIdx.x % nqb;
+  const BlockScalars bs = block_scalars(a, blockIdx.x / nqb);
   const int64_t i0 = qb * kBR;
   const int ib = static_cast<int>(min64(kBR, a.nq - i0));
-  const int dim = static_cast<int>(a.head_dim);
   const int c = tile_col();
-  const float c2 = a.scale * kLog2e;
-  const bool dropout = a.dropout_p > 0.0f;
-  const uint32_t threshold = philox::keep_threshold(a.dropout_p);
-  const float keep_scale = dropout ? 1.0f / (1.0f - a.dropout_p) : 1.0f;
 
-  load_tile<kBR, DP>(sq, a.q + b * a.q_sb + h * a.q_sh + i0 * a.q_sn, a.q_sn, a.q_sd, ib, dim, c2);
+  load_tile<kBR, DP>(sq, a.q + bs.b * a.q_sb + bs.h * a.q_sh + i0 * a.q_sn, a.q_sn, a.q_sd, ib, bs.dim, bs.c2);
 
   float o[kTM][ND], m[kTM], l[kTM];
 #pragma unroll
@@ -82,17 +77,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
     for (int dd = 0; dd < ND; ++dd) o[i][dd] = 0.0f;
   }
 
-  // the last row of the block, i0 + ib - 1, sees keys j <= i0 + ib - 1 + Nk - Nq
-  const int64_t jend = a.causal ? max64(0, min64(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
-  const float* kbase = a.k + b * a.k_sb + h * a.k_sh;
-  const float* vbase = a.v + b * a.v_sb + h * a.v_sh;
+  const int64_t jend = visible_key_end(a, i0, ib);
   for (int64_t j0 = 0; j0 < jend; j0 += BC) {
-    const int jb = static_cast<int>(min64(BC, jend - j0));
-    if (!tile_has_live_key<BC>(a, b, j0, jb)) continue;
-    load_tile<BC, DP>(sk, kbase + j0 * a.k_sn, a.k_sn, a.k_sd, jb, dim, 1.0f);
-    load_tile<BC, DP>(sv, vbase + j0 * a.v_sn, a.v_sn, a.v_sd, jb, dim, 1.0f);
-    stage_key_bias<BC>(a, b, j0, jb, sbias);
-    __syncthreads();
+    if (!load_key_tile<BC, DP>(a, bs, j0, static_cast<int>(min64(BC, jend - j0)), sk, sv, sbias)) continue;
 
     float s[kTM][NC];
     tile_dot<kTM, NC, DP>(s, sq, sk);
@@ -116,10 +103,9 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
 #pragma unroll
       for (int jj = 0; jj < NC; ++jj) {
         const int j = c + 8 * jj;
-        float p = exp2f(s[i][jj] - m_new);
-        rs += p;
-        if (dropout && p != 0.0f && !dropout_keeps(a, bh, gi, j0 + j, threshold)) p = 0.0f;
-        sp[r * (BC + 1) + j] = p;
+        const float p = exp2f(s[i][jj] - m_new);
+        rs += p;  // the normaliser counts dropped elements too; the kept ones are rescaled at the end
+        sp[r * (BC + 1) + j] = bs.dropout_factor(a, p, gi, j0 + j) != 0.0f ? p : 0.0f;
       }
       l[i] = l[i] * alpha + rs;
 #pragma unroll
@@ -129,21 +115,21 @@ __global__ void __launch_bounds__(kThreads) attention_forward_kernel(AttentionAr
     tile_accum<kTM, BC, DP>(o, sp, sv);
   }
 
-  float* obase = a.out + b * a.o_sb + h * a.o_sh;
+  float* obase = a.out + bs.b * a.o_sb + bs.h * a.o_sh;
 #pragma unroll
   for (int i = 0; i < kTM; ++i) {
     const int r = tile_row<kTM>(i);
     const float li = row_group_sum(l[i]);
     if (r >= ib) continue;
     const int64_t gi = i0 + r;
-    const float inv = li > 0.0f ? keep_scale / li : 0.0f;
+    const float inv = li > 0.0f ? bs.keep_scale / li : 0.0f;
 #pragma unroll
     for (int dd = 0; dd < ND; ++dd) {
       const int d = c + 8 * dd;
-      if (d < dim) obase[gi * a.o_sn + d * a.o_sd] = o[i][dd] * inv;
+      if (d < bs.dim) obase[gi * a.o_sn + d * a.o_sd] = o[i][dd] * inv;
     }
     if (a.lse && c == 0)
-      a.lse[b * a.lse_sb + h * a.lse_sh + gi * a.lse_sn] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
+      a.lse[bs.b * a.lse_sb + bs.h * a.lse_sh + gi * a.lse_sn] = li > 0.0f ? (m[i] + log2f(li)) * kLn2 : -INFINITY;
   }
 }
 

@@ -156,4 +156,72 @@ __device__ __forceinline__ bool dropout_keeps(const AttentionArgs& a, int64_t bh
   return philox::keep(a.seed, a.offset, static_cast<uint64_t>((bh * a.nq + i) * a.nk + j), threshold);
 }
 
+// What every attention block derives from its arguments: the (batch, head) pair it serves
+// and the scalars of the softmax (scores are scaled into the exp2 domain) and of dropout.
+struct BlockScalars {
+  int64_t bh, b, h;
+  int dim;
+  float c2;            // scale * log2(e)
+  bool dropout;
+  uint32_t threshold;  // Philox keep threshold for dropout_p
+  float keep_scale;    // 1 / (1 - dropout_p)
+
+  // The dropout factor of probability p at element (i, j): 1 without dropout, else
+  // keep_scale when the element is kept and 0 when dropped (p == 0 needs no draw).
+  __device__ __forceinline__ float dropout_factor(const AttentionArgs& a, float p, int64_t i, int64_t j) const {
+    if (!dropout) return 1.0f;
+    return p != 0.0f && dropout_keeps(a, bh, i, j, threshold) ? keep_scale : 0.0f;
+  }
+};
+
+__device__ __forceinline__ BlockScalars block_scalars(const AttentionArgs& a, int64_t bh) {
+  BlockScalars s;
+  s.bh = bh;
+  s.b = bh / a.heads;
+  s.h = bh % a.heads;
+  s.dim = static_cast<int>(a.head_dim);
+  s.c2 = a.scale * kLog2e;
+  s.dropout = a.dropout_p > 0.0f;
+  s.threshold = philox::keep_threshold(a.dropout_p);
+  s.keep_scale = s.dropout ? 1.0f / (1.0f - a.dropout_p) : 1.0f;
+  return s;
+}
+
+// One past the last key the query rows i0 .. i0+ib-1 may see (causal: the last row sees
+// keys j <= i0 + ib - 1 + Nk - Nq).
+__device__ __forceinline__ int64_t visible_key_end(const AttentionArgs& a, int64_t i0, int ib) {
+  return a.causal ? max64(0, min64(a.nk, i0 + ib + a.nk - a.nq)) : a.nk;
+}
+
+// The key-tile step of the query-row-owning kernels (forward, dq): false when every key
+// j0 .. j0+jb-1 is padded (skip the tile), else K and V rows loaded into sk / sv, the
+// key bias staged and the block synchronised.
+template <int BC, int DP>
+__device__ __forceinline__ bool load_key_tile(const AttentionArgs& a, const BlockScalars& bs, int64_t j0, int jb,
+                                              float* sk, float* sv, float* sbias) {
+  if (!tile_has_live_key<BC>(a, bs.b, j0, jb)) return false;
+  load_tile<BC, DP>(sk, a.k + bs.b * a.k_sb + bs.h * a.k_sh + j0 * a.k_sn, a.k_sn, a.k_sd, jb, bs.dim, 1.0f);
+  load_tile<BC, DP>(sv, a.v + bs.b * a.v_sb + bs.h * a.v_sh + j0 * a.v_sn, a.v_sn, a.v_sd, jb, bs.dim, 1.0f);
+  stage_key_bias<BC>(a, bs.b, j0, jb, sbias);
+  __syncthreads();
+  return true;
+}
+
+// base[(row0 + r) * sn + d * sd] = mul * acc[i][dd] for the thread's rows r = tile_row(i) < rows
+// and columns d = c + 8*dd < dim (the D-wide accumulators' epilogue).
+template <int TM, int ND>
+__device__ __forceinline__ void store_rows(float* base, int64_t sn, int64_t sd, int64_t row0, int rows, int dim,
+                                           const float (&acc)[TM][ND], float mul) {
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int r = tile_row<TM>(i);
+    if (r >= rows) continue;
+#pragma unroll
+    for (int dd = 0; dd < ND; ++dd) {
+      const int d = tile_col() + 8 * dd;
+      if (d < dim) base[(row0 + r) * sn + d * sd] = acc[i][dd] * mul;
+    }
+  }
+}
+
 }  // namespace fastnn::cuda_kernels::attention_tile

@@ -121,6 +121,9 @@ CASES = [
     (1, 8, 5, 5, 4, 1, 1, 1, 2, 1, 1),             # transposed padding -2 (negative)
     (2, 16, 9, 8, 6, 3, 3, 1, 2, 2, 2),            # groups 2, dilation 2
     (1, 12, 6, 7, 7, 3, 5, 1, (2, 0), 1, 1),       # non-square, padding (2, 0) -> (0, 4)
+    (2, 50, 5, 37, 14, 3, 3, 1, 1, 1, 1),          # AVX-512 stride-1 same-width path: 2 channel blocks, partial panel
+    (1, 4, 6, 9, 5, 3, 3, 1, (0, 1), 1, 1),        # same width, out_h < in_h (top/bottom taps masked per panel)
+    (2, 2, 30, 70, 5, 3, 3, 1, 1, 1, 1),           # same width, 2100 pixels: grad-weight sums image chunks
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

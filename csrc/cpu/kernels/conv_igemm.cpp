@@ -20,6 +20,15 @@
 // at batch 1; dW gives each thread a private accumulator (O x K floats), reduced at the end.
 // Bound: compute (FMA) when Og >= ~2*MR and K >= ~64; for small Og the gather (one
 // load+store per element of col per Og/MR micro-panels) dominates and it is memory/L1 bound.
+// AVX-512, stride 1 and out_w == in_w (every 'same' 3x3 / 5x5 layer, and their grad-input
+// run as a forward): the input position of pixel p for tap (r, s) is p + delta(r, s), so
+// a 32-pixel row of a B panel is ONE masked load from x (mask = pixels whose tap lands in
+// the image, zeros elsewhere). The forward then packs nothing: a conv microkernel
+// (tile_linear, 12 x 32 like the GEMM one) reads B straight from x through a per-panel
+// table of (delta, mask) per tap; K blocks hold whole channels. Packing was 13-28 % of the
+// forward / grad-input time on the benchmark layers. Small images go several per work item
+// so an A micro-panel serves ~8 tiles. grad-weight with few col rows (K <= 64: stem layers)
+// uses dot products over pixels on the same masked loads (backward_weight_linear).
 #include <omp.h>
 
 #include <algorithm>
@@ -33,12 +42,22 @@
 
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
+#include "cpu/kernels/gemm_epilogue.h"
 
 namespace {
 
 constexpr int64_t MR = kGemmMR, NR = kGemmNR;
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct Scratch {  // a cpu_allocator block, released on scope exit
+  float* p;
+  explicit Scratch(int64_t floats)
+      : p(static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(std::max<int64_t>(floats, 16)) * 4))) {}
+  ~Scratch() { cpu_allocator::release(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 
 // Geometry of the column matrix of one (image, group).
 struct ColGeo {
@@ -236,14 +255,198 @@ void pack_colT_block(const ColGeo& g, const float* xg, int64_t kc, int64_t k0, i
   }
 }
 
-struct Scratch {  // a cpu_allocator block, released on scope exit
-  float* p;
-  explicit Scratch(int64_t floats)
-      : p(static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(std::max<int64_t>(floats, 16)) * 4))) {}
-  ~Scratch() { cpu_allocator::release(p); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
+#if FASTNN_ISA_LEVEL == 2
+// ---- stride-1, same-width convolutions: B read straight from x (see the header) ----
+struct TapLoad {
+  int64_t delta;  // offset of the tap's input for pixel p relative to p, in the channel plane
+  uint32_t mask;  // bit l: pixel p0 + l of the panel reads a real input element
 };
+
+bool linear_taps(const Conv2dArgs& a) { return a.stride_h == 1 && a.stride_w == 1 && a.out_w == a.in_w; }
+
+// taps[t] of panel q (pixels q*NR .. q*NR + NR; pixels >= P get mask bit 0).
+void build_tap_loads(const ColGeo& g, int64_t P, int64_t q, TapLoad* taps) {
+  int64_t ii[NR], jj[NR];
+  for (int64_t l = 0; l < NR; ++l) {
+    const int64_t p = q * NR + l;
+    ii[l] = p < P ? p / g.Wo : -(int64_t{1} << 40);  // far outside: never valid
+    jj[l] = p % g.Wo;
+  }
+  for (int64_t t = 0; t < g.khw; ++t) {
+    const int64_t dr = (t / g.kw) * g.dh - g.ph, ds = (t % g.kw) * g.dw - g.pw;
+    uint32_t m = 0;
+    for (int64_t l = 0; l < NR; ++l) {
+      const int64_t hi = ii[l] + dr, wi = jj[l] + ds;
+      if (hi >= 0 && hi < g.H && wi >= 0 && wi < g.W) m |= uint32_t{1} << l;
+    }
+    taps[t] = TapLoad{dr * g.W + ds, m};
+  }
+}
+
+// C(12 x 32 tile, rows < ROWS, columns < n_valid) = epilogue(sum over nch channels and the
+// khw taps of A column * B row), A packed (MR floats per k, k = (channel, tap)), B row of
+// (channel ch, tap t) = maskz_load(taps[t].mask, xp + ch*HW + taps[t].delta), xp = the
+// panel's first pixel in channel 0 of the block. Masked-off lanes are never read (no fault
+// even where xp + delta points outside the image).
+template <int ROWS>
+void tile_linear(int64_t nch, int64_t khw, const float* __restrict ap, const float* xp, int64_t HW,
+                 const TapLoad* __restrict taps, float* c, int64_t c_rs, int64_t n_valid, const GemmEpilogue& ep) {
+  __m512 acc[ROWS][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t ch = 0; ch < nch; ++ch, xp += HW) {
+#pragma GCC unroll 3
+    for (int64_t t = 0; t < khw; ++t) {
+      const float* src = xp + taps[t].delta;
+      const uint32_t m = taps[t].mask;
+      const __m512 b0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), src);
+      const __m512 b1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), src + 16);
+#pragma GCC unroll 12
+      for (int i = 0; i < ROWS; ++i) {
+        const __m512 av = _mm512_set1_ps(ap[i]);
+        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+      }
+      ap += MR;
+    }
+  }
+  const __mmask16 mk0 = n_valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n_valid) - 1u);
+  const __mmask16 mk1 = n_valid >= 32 ? __mmask16(0xFFFF) : n_valid <= 16 ? __mmask16(0) : __mmask16((1u << (n_valid - 16)) - 1u);
+#pragma GCC unroll 12
+  for (int i = 0; i < ROWS; ++i) {
+    float* crow = c + i * c_rs;
+    const gemm_vf br = gemm_splat(ep.bias_row ? ep.bias_row[i] : 0.0f);
+    const __m512 o0 = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk0, crow) : _mm512_setzero_ps();
+    const __m512 o1 = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk1, crow + 16) : _mm512_setzero_ps();
+    _mm512_mask_storeu_ps(crow, mk0, (__m512)gemm_epilogue_vec((gemm_vf)acc[i][0], (gemm_vf)o0, br, ep));
+    _mm512_mask_storeu_ps(crow + 16, mk1, (__m512)gemm_epilogue_vec((gemm_vf)acc[i][1], (gemm_vf)o1, br, ep));
+  }
+}
+
+using TileLinearFn = void (*)(int64_t, int64_t, const float*, const float*, int64_t, const TapLoad*, float*, int64_t,
+                              int64_t, const GemmEpilogue&);
+constexpr TileLinearFn kTileLinear[12] = {tile_linear<1>, tile_linear<2>, tile_linear<3>,  tile_linear<4>,
+                                          tile_linear<5>, tile_linear<6>, tile_linear<7>,  tile_linear<8>,
+                                          tile_linear<9>, tile_linear<10>, tile_linear<11>, tile_linear<12>};
+
+// grad-weight on the same geometry, as dot products over pixels (the pixels are the
+// reduction, so vectorising along them keeps every operand a plain or masked row load):
+// a DO x DK tile of dW (output channels x col rows) holds DO*DK vector accumulators of
+// 16 pixel lanes, fed per 16 pixels by DO dY loads and DK masked x loads (DO*DK FMAs per
+// DO + DK loads), summed over a chunk of images and reduced across lanes once per chunk.
+constexpr int kDwDO = 4, kDwDK = 6;  // 24 accumulators + 4 dY + 1 x register
+constexpr int64_t kDwLinearMaxK = 64;
+
+struct DwRows {           // the DK col rows of one tile
+  int64_t off[kDwDK];     // c*HW + delta(tap): start of row k for pixel 0
+  const uint16_t* m[kDwDK];  // masks of the tap per 16-pixel block (stride khw)
+};
+
+inline float hsum16(__m512 v) {  // (GCC 12 warns inside the masked builtins of _mm512_reduce_add_ps)
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) t[l] += t[l + w];
+  return t[0];
+}
+
+template <int DO, int DK>
+void dw_tile_linear(const float* dy, int64_t ybs, int64_t P, const float* x, int64_t xbs, int64_t nimg,
+                    const DwRows& rows, int64_t khw, float* dw, int64_t K, bool accumulate) {
+  __m512 acc[DO][DK];
+#pragma GCC unroll 4
+  for (int i = 0; i < DO; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < DK; ++j) acc[i][j] = _mm512_setzero_ps();
+  const int64_t nblk = cdiv(P, 16);
+  for (int64_t n = 0; n < nimg; ++n, dy += ybs, x += xbs) {
+    for (int64_t h = 0; h < nblk; ++h) {
+      const int64_t p = h * 16;
+      const __mmask16 pm = P - p >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (P - p)) - 1u);
+      __m512 d[DO];
+#pragma GCC unroll 4
+      for (int i = 0; i < DO; ++i) d[i] = _mm512_maskz_loadu_ps(pm, dy + i * P + p);
+#pragma GCC unroll 6
+      for (int j = 0; j < DK; ++j) {
+        const __m512 xv = _mm512_maskz_loadu_ps(rows.m[j][h * khw], x + rows.off[j] + p);
+#pragma GCC unroll 4
+        for (int i = 0; i < DO; ++i) acc[i][j] = _mm512_fmadd_ps(d[i], xv, acc[i][j]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < DO; ++i)
+#pragma GCC unroll 6
+    for (int j = 0; j < DK; ++j) {
+      const float v = hsum16(acc[i][j]);
+      dw[i * K + j] = accumulate ? dw[i * K + j] + v : v;
+    }
+}
+
+using DwTileFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const DwRows&, int64_t,
+                          float*, int64_t, bool);
+template <int DO>
+constexpr DwTileFn kDwRow[kDwDK] = {dw_tile_linear<DO, 1>, dw_tile_linear<DO, 2>, dw_tile_linear<DO, 3>,
+                                    dw_tile_linear<DO, 4>, dw_tile_linear<DO, 5>, dw_tile_linear<DO, 6>};
+constexpr const DwTileFn* kDwTile[kDwDO] = {kDwRow<1>, kDwRow<2>, kDwRow<3>, kDwRow<4>};
+
+// Threads own disjoint output-channel tiles (no private copies, no reduction, and every dW
+// element is summed in the same order whatever the thread count); images go by chunks of
+// >= ~2048 pixels so that a chunk's x and dY rows stay in L2 across the tile's col rows.
+void backward_weight_linear(const Conv2dArgs& a) {
+  const ColGeo geo(a);
+  const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
+  const int64_t K = Cg * geo.khw, P = a.out_h * a.out_w, HW = geo.H * geo.W, khw = geo.khw;
+  const int64_t panels = cdiv(P, NR), nblk = 2 * panels;
+  const int64_t xbs = a.xbs(), ybs = a.ybs();
+  // Per 16-pixel block and tap: the mask (from the forward's 32-pixel panel tables).
+  Scratch tapbuf(panels * khw * static_cast<int64_t>(sizeof(TapLoad) / sizeof(float)));
+  TapLoad* taps = reinterpret_cast<TapLoad*>(tapbuf.p);
+  Scratch maskbuf(cdiv(nblk * khw, 2));
+  uint16_t* m16 = reinterpret_cast<uint16_t*>(maskbuf.p);
+  for (int64_t q = 0; q < panels; ++q) {
+    build_tap_loads(geo, P, q, taps + q * khw);
+    for (int64_t t = 0; t < khw; ++t) {
+      m16[(2 * q) * khw + t] = static_cast<uint16_t>(taps[q * khw + t].mask);
+      m16[(2 * q + 1) * khw + t] = static_cast<uint16_t>(taps[q * khw + t].mask >> 16);
+    }
+  }
+  const int64_t otiles = cdiv(Og, kDwDO), items = G * otiles;
+  const int64_t chunk = std::min(N, std::max<int64_t>(1, cdiv(2048, P)));
+  const int nt = static_cast<int>(std::min<int64_t>(num_threads(), items));
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t ib = items * t / nth, ie = items * (t + 1) / nth;
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nimg = std::min(chunk, N - n0);
+      for (int64_t it = ib; it < ie; ++it) {
+        const int64_t g = it / otiles, o0 = (it % otiles) * kDwDO, mo = std::min<int64_t>(kDwDO, Og - o0);
+        const float* dyp = a.dy + n0 * ybs + (g * Og + o0) * P;
+        const float* xg = a.x + n0 * xbs + g * Cg * HW;
+        for (int64_t k0 = 0; k0 < K; k0 += kDwDK) {
+          const int64_t nk = std::min<int64_t>(kDwDK, K - k0);
+          DwRows rows;
+          for (int64_t j = 0; j < nk; ++j) {
+            const int64_t k = k0 + j, c = k / khw, tap = k % khw;
+            rows.off[j] = c * HW + taps[tap].delta;  // delta does not depend on the panel
+            rows.m[j] = m16 + tap;
+          }
+          kDwTile[mo - 1][nk - 1](dyp, ybs, P, xg, xbs, nimg, rows, khw, a.dw + (g * Og + o0) * K + k0, K, n0 > 0);
+        }
+      }
+    }
+  }
+}
+#else
+bool linear_taps(const Conv2dArgs&) { return false; }
+struct TapLoad {
+  int64_t delta;
+  uint32_t mask;
+};
+#endif
+using TapLoadSlot = TapLoad;
+
 
 }  // namespace
 
@@ -253,7 +456,9 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t K = Cg * geo.khw, P = a.out_h * a.out_w;
   const GemmBlocking bl = gemm_blocking();
-  const int64_t kc = std::min(bl.kc, K);
+  const bool linear = linear_taps(a);
+  // Linear path: K blocks of whole channels (its microkernel walks channel x tap).
+  const int64_t kc = linear ? std::min(K, std::max<int64_t>(1, bl.kc / geo.khw) * geo.khw) : std::min(bl.kc, K);
   const int64_t Mp = cdiv(Og, MR) * MR;
   const int nt_max = num_threads();
 
@@ -270,13 +475,31 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
   const int64_t mpanels = cdiv(Og, MR);
   if (N * G * npb < 2 * nt_max) nmb = std::min(mpanels, cdiv(2 * nt_max, N * G * npb));
   const int64_t mb_panels = cdiv(mpanels, nmb);
-  const int64_t items = N * G * npb * nmb;
+  // Linear path, small images: an item takes `ig` images so that each A micro-panel
+  // (MR x kc, loaded into L1) serves ~8 tiles instead of P / NR (2 at 8x8).
+  int64_t ig = 1;
+  if (linear && npb == 1) {
+    ig = std::clamp<int64_t>(8 * NR / P, 1, N);
+    while (ig > 1 && cdiv(N, ig) * G * nmb < 2 * nt_max) --ig;
+  }
+  const int64_t ngrp = cdiv(N, ig);
+  const int64_t items = ngrp * G * npb * nmb;
   const int nt = static_cast<int>(std::min<int64_t>(nt_max, items));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
 
+  const int64_t panels_all = cdiv(P, NR);
+  Scratch tapbuf(linear ? panels_all * geo.khw * static_cast<int64_t>(sizeof(TapLoadSlot) / sizeof(float)) : 0);
+  [[maybe_unused]] TapLoadSlot* tap_loads = reinterpret_cast<TapLoadSlot*>(tapbuf.p);
+
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-    Scratch bbuf(kc * nc);
+#if FASTNN_ISA_LEVEL == 2
+    if (linear) {  // done before the barrier that ends the W packing below
+#pragma omp for schedule(static) nowait
+      for (int64_t q = 0; q < panels_all; ++q) build_tap_loads(geo, P, q, tap_loads + q * geo.khw);
+    }
+#endif
+    Scratch bbuf(linear ? 0 : kc * nc);
     Scratch runbuf(max_runs(geo, NR) * static_cast<int64_t>(sizeof(Run) / sizeof(float)) + geo.khw + 1 +
                    static_cast<int64_t>(sizeof(int64_t) / sizeof(float)) * (geo.khw + 1));
     Run* runs = reinterpret_cast<Run*>(runbuf.p);
@@ -295,7 +518,8 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
       rem /= nmb;
       const int64_t pb = rem % npb;
       rem /= npb;
-      const int64_t g = rem % G, n = rem / G;
+      const int64_t g = rem % G, n = (rem / G) * ig;
+      [[maybe_unused]] const int64_t nimg = std::min(ig, N - n);
       const int64_t m0 = mb * mb_panels * MR, m1 = std::min(Og, m0 + mb_panels * MR);
       if (m0 >= m1) continue;
       const int64_t p0 = pb * nc, nb = std::min(nc, P - p0);
@@ -304,8 +528,29 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
       for (int64_t pc = 0; pc < K; pc += kc) {
         const int64_t kcb = std::min(kc, K - pc);
         const bool last = pc + kcb >= K;
-        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         const float* ablk = wp.p + g * Mp * K + pc * Mp;
+#if FASTNN_ISA_LEVEL == 2
+        if (linear) {
+          const int64_t HW = geo.H * geo.W;
+          for (int64_t ir = m0; ir < m1; ir += MR) {
+            GemmEpilogue ep;
+            ep.beta = pc == 0 ? 0.0f : 1.0f;
+            if (last) {
+              ep.bias_row = a.bias ? a.bias + g * Og + ir : nullptr;
+              ep.act = a.activation;
+            }
+            const int64_t mv = std::min(MR, m1 - ir);
+            for (int64_t u = 0; u < nimg; ++u)
+              for (int64_t q = 0; q * NR < nb; ++q)
+                kTileLinear[mv - 1](kcb / geo.khw, geo.khw, ablk + ir * kcb,
+                                    xg + u * xbs + (pc / geo.khw) * HW + p0 + q * NR, HW,
+                                    tap_loads + (p0 / NR + q) * geo.khw, yg + u * ybs + ir * P + p0 + q * NR, P,
+                                    std::min(NR, nb - q * NR), ep);
+          }
+          continue;
+        }
+#endif
+        pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         for (int64_t ir = m0; ir < m1; ir += MR) {
           GemmEpilogue ep;
           ep.beta = pc == 0 ? 0.0f : 1.0f;
@@ -325,6 +570,15 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
 
 // ------------------------------------------------------------------------------------
 void conv2d_backward_weight_igemm(const Conv2dArgs& a) {
+#if FASTNN_ISA_LEVEL == 2
+  // Few col rows (stem layers: K = 25, 27): the GEMM's transposing gather dominates and
+  // the dot-product kernel wins (1.5x); with K in the hundreds its 4-row dY reuse makes it
+  // L2-bound and the packed GEMM wins (measured 0.65-0.8x there).
+  if (linear_taps(a) && a.in_channels / a.groups * a.kernel_h * a.kernel_w <= kDwLinearMaxK) {
+    backward_weight_linear(a);
+    return;
+  }
+#endif
   const ColGeo geo(a);
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t K = Cg * geo.khw, P = a.out_h * a.out_w, O = a.out_channels;

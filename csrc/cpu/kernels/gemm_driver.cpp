@@ -14,9 +14,9 @@
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
 // the threads balanced, e.g. N = 10). Small batched products run one per thread.
-// Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing on the AVX-512
-// level: the direct microkernel reads A through its strides and B rows in place
-// (gemm_direct below); packing only pays when the panels are reused many times.
+// Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
+// level: the direct microkernel reads B rows in place and one packed A micro-panel at a
+// time (gemm_direct below); packing B only pays when its panels are reused many times.
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
@@ -59,6 +59,8 @@ GemmBlocking compute_blocking() {
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+constexpr int64_t kDirectMaxK = 1024;  // the direct path's A panel: MR x k floats on the stack
+
 // [begin, end) of part `t` of `n` units split `parts` ways, in multiples of `align`.
 inline void split_range(int64_t n, int parts, int t, int64_t align, int64_t* b, int64_t* e) {
   const int64_t units = cdiv(n, align);
@@ -91,11 +93,12 @@ struct Buffers {
   Buffers& operator=(const Buffers&) = delete;
 };
 
-// Small problems (AVX-512): no packing of A (read in place through its strides) and
-// none of B either when its columns are unit-stride; otherwise B is packed whole once.
-// Packing costs O(mk + kn) memory passes that only pay off when reused over large m, n.
+// Small problems (AVX-512): B's full NR-column panels are read in place when its columns
+// are unit-stride (the rest of B is packed once) and only one A micro-panel (MR x k, <= 48 KiB, on the stack) is packed at a
+// time, reused across the row of C tiles. Packing B costs O(kn) memory passes that only pay
+// off when reused over large m; packing one A panel costs 1/n_panels of its tiles' loads.
 bool use_direct(const GemmArgs& g, int64_t k) {
-  if (!kGemmHasDirect || k == 0 || k > 1024) return false;
+  if (!kGemmHasDirect || k == 0 || k > kDirectMaxK) return false;
   return static_cast<double>(g.m) * g.n * k <= 8.0 * (1 << 20);
 }
 
@@ -106,9 +109,11 @@ void gemm_direct(const GemmArgs& g, int nt) {
   int64_t ldb = g.b_rs;
   float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
-  if (g.b_cs != 1) {
-    packed = static_cast<float*>(cpu_allocator::allocate(n_panels * kGemmNR * k * sizeof(float)));
-    gemm_pack_b(k, n, g.b, g.b_rs, g.b_cs, packed);
+  // Panels read in place: all the full ones of a unit-stride B; the others are packed.
+  const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
+  if (n_direct < n_panels) {
+    packed = static_cast<float*>(cpu_allocator::allocate((n_panels - n_direct) * kGemmNR * k * sizeof(float)));
+    gemm_pack_b(k, n - n_direct * kGemmNR, g.b + n_direct * kGemmNR * g.b_cs, g.b_rs, g.b_cs, packed);
   }
   const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
   auto body = [&](int tid) {
@@ -121,16 +126,19 @@ void gemm_direct(const GemmArgs& g, int nt) {
     ep.alpha = g.alpha;
     ep.beta = g.beta;
     ep.act = g.activation;
+    alignas(64) float ap[kGemmMR * kDirectMaxK];
     for (int64_t ir = i0; ir < i1; ++ir) {
       const int64_t r0 = ir * kGemmMR;
+      const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0);
+      gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
       ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
       for (int64_t jr = j0; jr < j1; ++jr) {
         const int64_t c0 = jr * kGemmNR;
         ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
-        const float* bp = packed ? packed + jr * kGemmNR * k : b + c0;
-        gemm_microkernel_direct(k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, bp, packed ? kGemmNR : ldb,
-                                g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs, g.c_cs,
-                                std::min<int64_t>(kGemmMR, m - r0), std::min<int64_t>(kGemmNR, n - c0), ep);
+        const bool in_place = jr < n_direct;
+        const float* bp = in_place ? b + c0 : packed + (jr - n_direct) * kGemmNR * k;
+        gemm_microkernel_direct(k, ap, bp, in_place ? ldb : kGemmNR, g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs,
+                                g.c_cs, m_valid, std::min<int64_t>(kGemmNR, n - c0), ep);
       }
     }
   };
@@ -254,6 +262,10 @@ void gemm_run(const GemmArgs& g) {
   constexpr double kGrain = 131072.0;
 
   const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
+  if (g.batch == 1 && use_direct(g, k_eff)) {  // no packed blocks to allocate
+    gemm_direct(g, nt_one);
+    return;
+  }
   if (g.batch == 1 || nt_one >= max_threads) {
     // Products one after another, each using all the threads it can.
     Buffers buf(a_floats, b_floats, nt_one);

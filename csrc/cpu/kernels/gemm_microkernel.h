@@ -79,15 +79,15 @@ struct GemmEpilogue {
 void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs,
                       int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
 
-// Unpacked variant, for small problems where packing would cost more than it saves
-// (AVX-512 level only: kGemmHasDirect). Same tile and epilogue semantics, but
-// A(i, p) = a[i*a_rs + p*a_cs] (any strides) and B row p = b + p*ldb with unit column
-// stride; only the n_valid columns of B are read (masked loads).
+// Variant with B read in place, for small problems where packing B would cost more than it
+// saves (AVX-512 level only: kGemmHasDirect). Same tile and epilogue semantics and the same
+// packed A micro-panel `ap`, but B row p = b + p*ldb with unit column stride, and the
+// first 16 (n_valid <= 16) or 32 floats of each row are read: a partial panel at the edge
+// of B must be packed (zero-padded) by the caller.
 #if FASTNN_ISA_LEVEL == 2
 constexpr bool kGemmHasDirect = true;
-void gemm_microkernel_direct(int64_t kc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t ldb,
-                             float* c, int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
-                             const GemmEpilogue& ep);
+void gemm_microkernel_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,
+                             int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
 #else
 constexpr bool kGemmHasDirect = false;
 #endif

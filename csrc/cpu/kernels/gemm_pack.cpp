@@ -99,6 +99,21 @@ void pack_transpose(int64_t rows, int64_t kc, const float* src, int64_t ld, floa
 // Copies an (cols <= W)-wide slab with unit stride along the panel width.
 template <int W>
 void pack_copy(int64_t cols, int64_t kc, const float* src, int64_t ld, float* out) {
+#if FASTNN_ISA_LEVEL == 2
+  if constexpr (W % 16 == 0) {
+    if (cols < W) {  // zero-masked loads pad the row (a memcpy + memset call pair per row cost ~20 ns)
+      __mmask16 mask[W / 16];
+      for (int v = 0; v < W / 16; ++v) {
+        const int64_t rem = cols - 16 * v;
+        mask[v] = rem >= 16 ? __mmask16(0xFFFF) : rem <= 0 ? __mmask16(0) : __mmask16((1u << rem) - 1u);
+      }
+      for (int64_t p = 0; p < kc; ++p)
+        for (int v = 0; v < W / 16; ++v)
+          _mm512_storeu_ps(out + p * W + 16 * v, _mm512_maskz_loadu_ps(mask[v], src + p * ld + 16 * v));
+      return;
+    }
+  }
+#endif
   if (cols == W) {
     for (int64_t p = 0; p < kc; ++p) std::memcpy(out + p * W, src + p * ld, W * sizeof(float));
   } else {
