@@ -519,10 +519,7 @@ def linear_weight_backward(g, x, need_bias=True):
     if _ok("linear", g, x):
         try:
             g2 = _rows(g)
-            # g2^T materialised (batch x out floats, small next to the product): the GEMM's
-            # trans_a path ran 2-3x slower than a plain product at the MLP's first layer
-            # (128x784, k = batch 64), the largest GEMM of its backward.
-            gw = _C.gemm(g2._transpose(0, 1)._contiguous(), _rows(x))
+            gw = _C.gemm(g2, _rows(x), trans_a=True)
             return gw, (_bias_grad(g2) if need_bias else None)
         except (RuntimeError, ValueError) as e:
             _no_cuda(e, "linear", g, x)
