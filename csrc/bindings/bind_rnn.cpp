@@ -237,8 +237,12 @@ py::tuple layer_forward_py(const std::string& mode_s, py::handle xprojs_o, py::h
     cs_l.append(cs.defined() ? wrap(cs) : py::none());
     saved_l.append(saved.defined() ? wrap(saved) : py::none());
   }
-  const RnnStepOps ops = step_ops(s.dev);
   without_gil([&] {
+    if (s.dev.type == DeviceType::cpu) {
+      cpu::rnn_layer_forward(args.data(), s.D);
+      return;
+    }
+    const RnnStepOps ops = step_ops(s.dev);
     for (int64_t d = 0; d < s.D; ++d) rnn_sequence_forward(args[d], ops);
   });
   return py::make_tuple(wrap(y), hs_l, cs_l, saved_l);
@@ -309,8 +313,12 @@ py::tuple layer_backward_py(const std::string& mode_s, py::handle dy_o, py::hand
     dw_l.append(wrap(dw));
     db_l.append(db.defined() ? wrap(db) : py::none());
   }
-  const RnnStepOps ops = step_ops(s.dev);
   without_gil([&] {
+    if (s.dev.type == DeviceType::cpu) {
+      cpu::rnn_layer_backward(args.data(), s.D);
+      return;
+    }
+    const RnnStepOps ops = step_ops(s.dev);
     for (int64_t d = 0; d < s.D; ++d) rnn_sequence_backward(args[d], ops);
   });
   return py::make_tuple(dxp_l, dw_l, db_l, wrap(dh0), dc0.defined() ? wrap(dc0) : py::none());

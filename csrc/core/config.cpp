@@ -50,7 +50,10 @@ std::atomic<int>& level_setting() {
 
 }  // namespace
 
-int num_threads() { return threads_setting().load(std::memory_order_relaxed); }
+// Inside an active parallel region a nested one gets a single thread (nested parallelism is
+// off), so a kernel called from there (e.g. a GEMM per thread in the RNN drivers) must plan
+// for one thread: its work split would otherwise assume threads that never come.
+int num_threads() { return omp_in_parallel() ? 1 : threads_setting().load(std::memory_order_relaxed); }
 
 void set_num_threads(int n) {
   FASTNN_CHECK(n >= 1, ValueError, "set_num_threads: argument 'n': expected an integer >= 1, got ", n);

@@ -110,6 +110,12 @@ namespace cpu {
 void rnn_cell(const RnnCellArgs& args);
 void rnn_cell_backward(const RnnCellBackwardArgs& args);
 RnnStepOps rnn_step_ops();
+// One layer on the CPU, all D directions (dirs[0..D), each as for rnn_sequence_*; `gh` is
+// unused): every (direction, block of batch rows) is its own single-threaded time loop and
+// all of them run in one parallel region, so no step waits on another thread. The backward
+// then forms dW_hh / db_hh per direction with the (multi-threaded) GEMM.
+void rnn_layer_forward(const RnnSequenceArgs* dirs, int64_t D);
+void rnn_layer_backward(const RnnSequenceArgs* dirs, int64_t D);
 }  // namespace cpu
 
 }  // namespace fastnn
