@@ -124,6 +124,8 @@ CASES = [
     (2, 50, 5, 37, 14, 3, 3, 1, 1, 1, 1),          # AVX-512 stride-1 same-width path: 2 channel blocks, partial panel
     (1, 4, 6, 9, 5, 3, 3, 1, (0, 1), 1, 1),        # same width, out_h < in_h (top/bottom taps masked per panel)
     (2, 2, 30, 70, 5, 3, 3, 1, 1, 1, 1),           # same width, 2100 pixels: grad-weight sums image chunks
+    (4, 26, 7, 18, 40, 3, 3, 1, "same", 2, 2),     # same width, groups + dilation, 13 channels per group
+    (4, 20, 6, 17, 35, 4, 2, 1, "same", 1, 1),     # same width, even kernel (asymmetric pads), O not a multiple of 32
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

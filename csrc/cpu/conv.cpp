@@ -2,8 +2,8 @@
 //   1x1, stride 1, no padding, groups 1     -> cpu::gemm (Y[n] = W . X[n], batched)
 //   one input channel per group (depthwise) -> direct kernels   (kernels/conv_direct.cpp)
 //   otherwise                               -> implicit GEMM    (kernels/conv_igemm.cpp)
-// (grad-input with stride 1 and >= 8 channels per group: the forward implicit GEMM on
-// flipped weights, see backward_input_as_forward)
+// (grad-input with stride 1 and >= 8 channels per group, or >= 3 on the AVX-512 same-width
+// path: the forward implicit GEMM on flipped weights, see backward_input_as_forward)
 // then the ISA variant selected at run time. Zero-size problems are settled here.
 #include <cstring>
 #include <vector>
@@ -45,7 +45,12 @@ bool use_direct(const Conv2dArgs& a) {
 // no dcol buffer, no scatter), which pays when there are enough input channels per group
 // to fill the microkernel's MR rows; with few channels the scatter kernel wastes less.
 bool use_transposed_forward(const Conv2dArgs& a) {
-  return a.stride_h == 1 && a.stride_w == 1 && a.in_channels / a.groups >= 8;
+  if (a.stride_h != 1 || a.stride_w != 1) return false;
+  if (a.in_channels / a.groups >= 8) return true;
+  // AVX-512 with out_w == in_w: the forward reads dY unpacked (conv_igemm.cpp, linear
+  // path), so 3+ rows per tile already beat the scatter (3 -> 32 stem: 1.34x; with 1 row,
+  // 1 -> 32, the 2-accumulator tile is latency-bound and the scatter wins by ~10 %).
+  return simd_level() == SimdLevel::avx512 && a.out_w == a.in_w && a.in_channels / a.groups >= 3;
 }
 
 void forward_igemm(const Conv2dArgs& b) { FASTNN_CPU_DISPATCH(conv2d_forward_igemm, b); }

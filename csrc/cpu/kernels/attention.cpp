@@ -56,8 +56,8 @@ namespace {
 #if FASTNN_ISA_LEVEL == 2
 constexpr int W = 16;
 #ifndef FASTNN_ATTN_MR
-#define FASTNN_ATTN_MR 8
-#define FASTNN_ATTN_NV 2
+#define FASTNN_ATTN_MR 6
+#define FASTNN_ATTN_NV 4
 #endif
 constexpr int MR = FASTNN_ATTN_MR;
 constexpr int NV = FASTNN_ATTN_NV;  // vectors per microkernel row
@@ -174,61 +174,76 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // ---- the microkernel ----------------------------------------------------------------
 // C[r*c_rs + c + (0..NVv*W)] (+)= sum_k A[r*a_rs + k*a_ks] * B[k*b_rs + c + ...], r < R.
-// With acc and cs non-null, C is first multiplied by the column factors cs[c] (the
-// online-softmax rescale of O^T, folded into the load of the accumulators).
-template <int R, int NVv>
+// The mode is a template parameter so that each instantiation has a single prologue
+// (a runtime flag made the compiler keep the accumulators of every path alive and spill
+// them around the k loop): kSet C = AB, kAcc C += AB, kScaleAcc C = C * cs + AB with
+// column factors cs (the online-softmax rescale of O^T, folded into the load of C).
+enum Mode { kSet, kAcc, kScaleAcc };
+
+template <Mode M, int R, int NVv>
 inline void ukr(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t b_rs,
-                float* C, int64_t c_rs, bool acc, const float* cs) {
+                float* C, int64_t c_rs, const float* cs) {
   vf c[R][NVv];
-  if (acc && cs) {
+  if constexpr (M == kScaleAcc) {
     vf f[NVv];
+#pragma GCC unroll 4
     for (int v = 0; v < NVv; ++v) f[v] = vld(cs + v * W);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
       for (int v = 0; v < NVv; ++v) c[r][v] = vmul(vld(C + r * c_rs + v * W), f[v]);
   } else {
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NVv; ++v) c[r][v] = acc ? vld(C + r * c_rs + v * W) : vzero();
+#pragma GCC unroll 4
+      for (int v = 0; v < NVv; ++v) c[r][v] = M == kAcc ? vld(C + r * c_rs + v * W) : vzero();
   }
   for (int64_t k = 0; k < K; ++k) {
     const float* bk = B + k * b_rs;
     const float* ak = A + k * a_ks;
     vf b[NVv];
+#pragma GCC unroll 4
     for (int v = 0; v < NVv; ++v) b[v] = vld(bk + v * W);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       vf a = vset(ak[r * a_rs]);
+#pragma GCC unroll 4
       for (int v = 0; v < NVv; ++v) c[r][v] = vfma(a, b[v], c[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
     for (int v = 0; v < NVv; ++v) vst(C + r * c_rs + v * W, c[r][v]);
 }
 
-template <int NVv, int R = MR - 1>
+template <Mode M, int NVv, int R = MR - 1>
 inline void ukr_tail(int rows, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-                     int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs) {
+                     int64_t b_rs, float* C, int64_t c_rs, const float* cs) {
   if constexpr (R >= 1) {
-    if (rows == R) return ukr<R, NVv>(K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc, cs);
-    ukr_tail<NVv, R - 1>(rows, K, A, a_rs, a_ks, B, b_rs, C, c_rs, acc, cs);
+    if (rows == R) return ukr<M, R, NVv>(K, A, a_rs, a_ks, B, b_rs, C, c_rs, cs);
+    ukr_tail<M, NVv, R - 1>(rows, K, A, a_rs, a_ks, B, b_rs, C, c_rs, cs);
   }
 }
 
-template <int NVv>
-inline void bgemm_cols(int64_t M, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-                       int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs) {
+template <Mode M, int NVv>
+inline void bgemm_cols(int64_t Mr, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
+                       int64_t b_rs, float* C, int64_t c_rs, const float* cs) {
   int64_t r = 0;
-  for (; r + MR <= M; r += MR) ukr<MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc, cs);
-  if (r < M)
-    ukr_tail<NVv>(static_cast<int>(M - r), K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, acc, cs);
+  for (; r + MR <= Mr; r += MR) ukr<M, MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, cs);
+  if (r < Mr)
+    ukr_tail<M, NVv>(static_cast<int>(Mr - r), K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, cs);
 }
 
-// C (M x N, N a multiple of W) (+)= A (M x K, general strides) * B (K x N, rows b_rs apart).
-// cs (optional, length N): column factors applied to C before accumulating.
-void bgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
-           int64_t b_rs, float* C, int64_t c_rs, bool acc, const float* cs = nullptr) {
+// C (Mr x N, N a multiple of W) (+)= A (Mr x K, general strides) * B (K x N, rows b_rs apart).
+// cs (kScaleAcc only, length N): column factors applied to C before accumulating.
+template <Mode M>
+void bgemm(int64_t Mr, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
+           int64_t b_rs, float* C, int64_t c_rs, const float* cs = nullptr) {
   int64_t c = 0;
   for (; c + NV * W <= N; c += NV * W)
-    bgemm_cols<NV>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc, cs ? cs + c : nullptr);
-  for (; c < N; c += W) bgemm_cols<1>(M, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, acc, cs ? cs + c : nullptr);
+    bgemm_cols<M, NV>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr);
+  for (; c < N; c += W) bgemm_cols<M, 1>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr);
 }
 
 // ---- work partition -------------------------------------------------------------------
@@ -268,7 +283,18 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
 };
 
-constexpr int64_t kBlock = 64;  // keys per forward block, keys per backward task, rows per backward step
+#ifndef FASTNN_ATTN_BC
+#define FASTNN_ATTN_BC 64
+#endif
+#ifndef FASTNN_ATTN_BRB
+#define FASTNN_ATTN_BRB 64
+#endif
+#ifndef FASTNN_ATTN_BCB
+#define FASTNN_ATTN_BCB 64
+#endif
+constexpr int64_t kBlockK = FASTNN_ATTN_BC;    // keys per forward block
+constexpr int64_t kBlockKB = FASTNN_ATTN_BCB;  // keys per backward task
+constexpr int64_t kBlockQB = FASTNN_ATTN_BRB;  // query rows per backward step
 #ifndef FASTNN_ATTN_BQ
 #define FASTNN_ATTN_BQ 64
 #endif
@@ -282,7 +308,7 @@ void attention_forward(const AttentionArgs& a) {
   if (B == 0 || H == 0 || NQ == 0) return;  // out and lse have no elements
   const int64_t off = NK - NQ;  // causal: key j visible from query i iff j <= i + off
   const int64_t br = std::min<int64_t>(kBlockQ, round_up(NQ, W));  // lanes per query block
-  const int64_t bc = kBlock;
+  const int64_t bc = kBlockK;
   const int64_t nqb = (NQ + br - 1) / br;
   const float c2 = a.scale * kLog2e;
   const bool dropout = a.dropout_p > 0.0f;
@@ -341,7 +367,7 @@ void attention_forward(const AttentionArgs& a) {
           for (int64_t j = 0; j < jb; ++j) nmasked += mask[(j0 + j) * a.mask_sn] != 0;
           if (nmasked == jb) continue;  // contributes nothing to any row
         }
-        bgemm(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, false);
+        bgemm<kSet>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br);
         if (mask) {
           for (int64_t j = 0; j < jb; ++j)
             if (mask[(j0 + j) * a.mask_sn])
@@ -417,7 +443,7 @@ void attention_forward(const AttentionArgs& a) {
           }
         }
         // O^T = O^T * alpha + V^T P^T
-        bgemm(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, true, alpha);
+        bgemm<kScaleAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, alpha);
       }
       float* O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
       for (int64_t i = 0; i < ib; ++i) {
@@ -461,18 +487,25 @@ void attention_backward(const AttentionArgs& a) {
       const float* o = a.out + b * a.o_sb + h * a.o_sh + i * a.o_sn;
       float* dq = a.dq + b * a.dq_sb + h * a.dq_sh + i * a.dq_sn;
       float acc = 0.0f;
-      for (int64_t d = 0; d < D; ++d) {
-        acc += go[d * a.go_sd] * o[d * a.o_sd];
-        dq[d * a.dq_sd] = 0.0f;
+      int64_t d = 0;
+      if (a.go_sd == 1 && a.o_sd == 1) {
+        // vector partial sums: the scalar chain is bound by the add latency
+        vf s = vzero();
+        for (; d + W <= D; d += W) s = vfma(vld(go + d), vld(o + d), s);
+        alignas(64) float part[W];
+        vst(part, s);
+        for (int x = 0; x < W; ++x) acc += part[x];
       }
+      for (; d < D; ++d) acc += go[d * a.go_sd] * o[d * a.o_sd];
+      for (d = 0; d < D; ++d) dq[d * a.dq_sd] = 0.0f;
       Di[r] = acc;
     }
   }
   if (NK == 0) return;  // dk, dv have no elements; dq is zero
 
   // ---- pass 2: one task per (b, h, key block)
-  const int64_t bcb = std::min<int64_t>(kBlock, round_up(NK, W));  // lanes per key block
-  const int64_t brb = kBlock;                                      // query rows per step
+  const int64_t bcb = std::min<int64_t>(kBlockKB, round_up(NK, W));  // lanes per key block
+  const int64_t brb = kBlockQB;                                     // query rows per step
   const int64_t nkb = (NK + bcb - 1) / bcb;
   const int64_t Dp = round_up(std::max<int64_t>(D, 1), W);
   auto row_start = [&](int64_t j0) -> int64_t {
@@ -573,7 +606,7 @@ void attention_backward(const AttentionArgs& a) {
         const float* GOi = GO + i0 * a.go_sn;
         const float* l2 = lse2 + bh * NQ + i0;
         const float* di = Di + bh * NQ + i0;
-        bgemm(ib, bcb, D, Qi, a.q_sn, a.q_sd, kt, bcb, P, bcb, false);
+        bgemm<kSet>(ib, bcb, D, Qi, a.q_sn, a.q_sd, kt, bcb, P, bcb);
         const bool diag = a.causal && j0 + jb - 1 > i0 + off;
         for (int64_t i = 0; i < ib; ++i) {
           const vf li = vset(l2[i]);
@@ -601,9 +634,9 @@ void attention_backward(const AttentionArgs& a) {
           Pv = Pd;
         }
         // dV^T (D x bcb) += dO^T P_drop
-        bgemm(D, bcb, ib, GOi, a.go_sd, a.go_sn, Pv, bcb, dvt, bcb, true);
+        bgemm<kAcc>(D, bcb, ib, GOi, a.go_sd, a.go_sn, Pv, bcb, dvt, bcb);
         // dP = dO Vt
-        bgemm(ib, bcb, D, GOi, a.go_sn, a.go_sd, vt, bcb, dP, bcb, false);
+        bgemm<kSet>(ib, bcb, D, GOi, a.go_sn, a.go_sd, vt, bcb, dP, bcb);
         // dS = P * (dP * Z - Di)  (in place in dP)
         for (int64_t i = 0; i < ib; ++i) {
           const vf dvi = vset(di[i]);
@@ -614,9 +647,9 @@ void attention_backward(const AttentionArgs& a) {
           }
         }
         // dK^T (D x bcb) += Q^T dS
-        bgemm(D, bcb, ib, Qi, a.q_sd, a.q_sn, dP, bcb, dkt, bcb, true);
+        bgemm<kAcc>(D, bcb, ib, Qi, a.q_sd, a.q_sn, dP, bcb, dkt, bcb);
         // dQ (ib x Dp) += dS K*scale
-        bgemm(ib, Dp, jb, dP, bcb, 1, kp, Dp, dqp + i0 * Dp, Dp, true);
+        bgemm<kAcc>(ib, Dp, jb, dP, bcb, 1, kp, Dp, dqp + i0 * Dp, Dp);
       }
       for (int64_t j = 0; j < jb; ++j)
         for (int64_t d = 0; d < D; ++d) {

@@ -2,7 +2,8 @@
 // microkernel (gemm_microkernel.h), plus threading and the batched loop.
 //
 //   for ic in M step MC            A block  (mc x kc, shared by the threads, L3)
-//     for pc in K step KC          packed cooperatively, then a barrier
+//     for pc in K step KC          packed cooperatively, then a barrier (K is cut into
+//                                  equal blocks <= KC; K <= 4/3 KC stays one block)
 //       for jc in N step NC        B block  (kc x nc, private per thread, L2)
 //         for ir in mc step MR     A micro-panel (MR x kc) stays in L1 ...
 //           for jr in nc step NR   ... while the B micro-panels stream from L2
@@ -58,6 +59,13 @@ GemmBlocking compute_blocking() {
 }
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Number of k blocks of depth <= kc, except that a k up to 4/3 kc stays one block (e.g.
+// k = 512 with kc = 384: one pass over C instead of two of depth 256).
+inline int64_t k_blocks(int64_t k, int64_t kc) {
+  if (k <= kc * 4 / 3) return 1;
+  return std::max<int64_t>(1, cdiv(k, kc));
+}
 
 constexpr int64_t kDirectMaxK = 1024;  // the direct path's A panel: MR x k floats on the stack
 
@@ -159,7 +167,7 @@ void gemm_direct(const GemmArgs& g, int nt) {
 void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
-  const int64_t nk = std::max<int64_t>(1, cdiv(k, blk.kc));
+  const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
   if (use_direct(g, k)) {
     gemm_direct(g, nt);
@@ -253,7 +261,7 @@ void gemm_run(const GemmArgs& g) {
   if (g.m <= 0 || g.n <= 0 || g.batch <= 0) return;
   const GemmBlocking blk = gemm_blocking();
   const int64_t k_eff = g.alpha == 0.0f ? 0 : g.k;
-  const int64_t kc = std::min(blk.kc, k_eff);
+  const int64_t kc = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, blk.kc));
   const int64_t a_floats = cdiv(std::min(blk.mc, g.m), kGemmMR) * kGemmMR * kc;
   const int64_t b_floats = cdiv(std::min(blk.nc, g.n), kGemmNR) * kGemmNR * kc;
   // Work in multiply-adds; below ~128K per thread a parallel region costs more than it saves.

@@ -46,20 +46,21 @@ inline void transpose16x16(__m512 r[16]) {
   for (int i = 0; i < 16; ++i) r[i] = out[i];
 }
 
-// Full panels (W rows), 16 k values at a time: per group of 16 rows, 16 row loads, one
-// transpose, 16 (masked, for W = 12) stores of W-float output rows.
+// Panels of `valid` <= W rows (the rest zero), 16 k values at a time: per group of 16
+// rows, up to 16 row loads, one transpose, 16 (masked, for W = 12) stores of W-float rows.
 template <int W>
-int64_t pack_transpose_avx512(int64_t kc, const float* src, int64_t ld, float* out) {
+int64_t pack_transpose_avx512(int64_t valid, int64_t kc, const float* src, int64_t ld, float* out) {
   constexpr int kGroups = (W + 15) / 16;
   int64_t p0 = 0;
   for (; p0 + 16 <= kc; p0 += 16) {
     for (int g = 0; g < kGroups; ++g) {
       const int rows = W - 16 * g < 16 ? W - 16 * g : 16;
+      const int64_t loaded = valid - 16 * g;  // rows of this group read from src
       const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1u);
       __m512 r[16];
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i)
-        r[i] = i < rows ? _mm512_loadu_ps(src + (16 * g + i) * ld + p0) : _mm512_setzero_ps();
+        r[i] = i < loaded ? _mm512_loadu_ps(src + (16 * g + i) * ld + p0) : _mm512_setzero_ps();
       transpose16x16(r);
 #pragma GCC unroll 16
       for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(out + (p0 + q) * W + 16 * g, mask, r[q]);
@@ -76,7 +77,7 @@ void pack_transpose(int64_t rows, int64_t kc, const float* src, int64_t ld, floa
   constexpr int64_t KB = 8;  // k values per step: W*KB floats of output stay in L1
   int64_t p0 = 0;
 #if FASTNN_ISA_LEVEL == 2
-  if (rows == W) p0 = pack_transpose_avx512<W>(kc, src, ld, out);
+  p0 = pack_transpose_avx512<W>(rows, kc, src, ld, out);  // partial panels too
 #endif
   if (rows == W) {
     for (; p0 + KB <= kc; p0 += KB) {
@@ -100,18 +101,19 @@ void pack_transpose(int64_t rows, int64_t kc, const float* src, int64_t ld, floa
 template <int W>
 void pack_copy(int64_t cols, int64_t kc, const float* src, int64_t ld, float* out) {
 #if FASTNN_ISA_LEVEL == 2
-  if constexpr (W % 16 == 0) {
-    if (cols < W) {  // zero-masked loads pad the row (a memcpy + memset call pair per row cost ~20 ns)
-      __mmask16 mask[W / 16];
-      for (int v = 0; v < W / 16; ++v) {
-        const int64_t rem = cols - 16 * v;
-        mask[v] = rem >= 16 ? __mmask16(0xFFFF) : rem <= 0 ? __mmask16(0) : __mmask16((1u << rem) - 1u);
-      }
-      for (int64_t p = 0; p < kc; ++p)
-        for (int v = 0; v < W / 16; ++v)
-          _mm512_storeu_ps(out + p * W + 16 * v, _mm512_maskz_loadu_ps(mask[v], src + p * ld + 16 * v));
-      return;
+  if (cols < W) {  // zero-masked loads pad the row (a memcpy + memset call pair per row cost ~20 ns)
+    constexpr int kVecs = (W + 15) / 16;
+    __mmask16 load_mask[kVecs], store_mask[kVecs];
+    for (int v = 0; v < kVecs; ++v) {
+      const int64_t rem = cols - 16 * v, width = W - 16 * v;
+      load_mask[v] = rem >= 16 ? __mmask16(0xFFFF) : rem <= 0 ? __mmask16(0) : __mmask16((1u << rem) - 1u);
+      store_mask[v] = width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1u);
     }
+    for (int64_t p = 0; p < kc; ++p)
+      for (int v = 0; v < kVecs; ++v)
+        _mm512_mask_storeu_ps(out + p * W + 16 * v, store_mask[v],
+                              _mm512_maskz_loadu_ps(load_mask[v], src + p * ld + 16 * v));
+    return;
   }
 #endif
   if (cols == W) {
