@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(ListMeta<D> meta
 // Lists: 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, [4 max_exp_avg_sq]. Same operation
 // order as adam_span in optim_kernels.cpp.
 struct AdamOp {
-  float gs, sgn, wd, decay, c1, b2, c2, bc2, eps, nstep;
+  float gs, sgn, wd, decay, c1, b2, c2, ibc2, eps, nstep;
   bool scale, l2, decoupled;
   template <int D>
   static constexpr unsigned write_mask() { return D == 5 ? 0x1Du : 0x0Du; }
@@ -146,7 +146,7 @@ struct AdamOp {
       vh = fmaxf(x[4], v);
       x[4] = vh;
     }
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vh), bc2), eps);
+    const float denom = fmaf(__fsqrt_rn(vh), ibc2, eps);
     x[0] = fmaf(nstep, __fdiv_rn(m, denom), p);
     x[2] = m;
     x[3] = v;
@@ -348,7 +348,7 @@ void adam(const AdamArgs& a, cudaStream_t stream) {
   op.c1 = static_cast<float>(1.0 - a.beta1);
   op.b2 = static_cast<float>(a.beta2);
   op.c2 = static_cast<float>(1.0 - a.beta2);
-  op.bc2 = static_cast<float>(a.bias_correction2_sqrt);
+  op.ibc2 = static_cast<float>(1.0 / a.bias_correction2_sqrt);
   op.eps = static_cast<float>(a.eps);
   op.nstep = static_cast<float>(-a.step_size);
   float* const* grads = const_cast<float* const*>(a.grads);  // list 1 is never written

@@ -220,3 +220,45 @@ def test_numpy_best_child_process(tmp_path, capsys):
     child = [r for r in case["results"] if r["process"] == "blas-best child"]
     assert child and child[0]["peer"] == "numpy" and child[0]["ratio"] > 0, doc["notes"]
     assert case["speedup"]["numpy"] == pytest.approx(min(r["ratio"] for r in case["results"] if r["peer"] == "numpy"))
+
+
+def test_overhead_suite_reports_us_per_op(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "o.json"
+    rc, out, err = _run(capsys, "overhead", *TINY, "--json", str(path))
+    assert rc == 0, err
+    assert "== overhead ==" in out and "us/op" in out and "REFUSED" not in out
+    doc = json.loads(path.read_text())
+    ops = {c["op"]: c for c in doc["cases"]}
+    assert {"_C.binary (raw)", "x + x", "Linear fwd", "train step (MLP 4-4-2)", "Adam.step (4 tensors)"} <= set(ops)
+    for c in ops.values():
+        f = next(r for r in c["results"] if r["peer"] == "fastnn")
+        # rate = microseconds per op = the fastnn median over the ops in one timed call
+        assert c["unit"] == "us/call" and c["rate"] == pytest.approx(f["median_ms"] * 1e3 / c["work"])
+
+
+def test_child_ratio_is_the_median_of_per_round_ratios():
+    # rounds 2-3 of fastnn hit by a burst of load: a ratio of medians would say 2.0, the
+    # per-round pairing keeps the unaffected rounds' 4.0
+    peer = [4.0, 4.0, 4.0, 4.0, 4.0]
+    fnn = [1.0, 3.0, 3.0, 1.0, 1.0]
+    assert runner.paired_ratio(peer, fnn) == pytest.approx(4.0)
+    assert runner.paired_ratio([], []) is None
+
+
+def test_child_pass_retries_a_drifting_child_and_keeps_the_closer_run(monkeypatch):
+    run = runner.Run.__new__(runner.Run)
+    run.notes, run.ui = [], runner.report.Progress(enabled=False)
+    rec = {"id": "c", "status": "ok", "results": [dict(name="fastnn", peer="fastnn", process="main", median_ms=1.0,
+                                                       min_ms=1.0, max_ms=1.0, repeats=3, best=False, ratio=1.0)],
+           "refused": [], "work": 1.0, "samples": None, "unit": "GB/s", "limit_kind": "none", "threads": 1}
+    children = iter([{"cases": {"c": {"times": {"fastnn": [3e-3] * 3, "numpy[out=]": [6e-3] * 3}}}},
+                     {"cases": {"c": {"times": {"fastnn": [1.1e-3] * 3, "numpy[out=]": [5e-3] * 3}}}}])
+    calls = []
+    monkeypatch.setattr(runner.Run, "_run_child", lambda self, *a: calls.append(a) or next(children))
+    monkeypatch.setattr(runner.Run, "_finish", lambda self, r: None)
+    run.child_pass("adam", [rec], "blas-best", {}, (), lambda r: ["numpy[out=]"])
+    assert len(calls) == 2  # the first child's fastnn was 3x the main process's: run again
+    child = rec["results"][-1]
+    assert child["fastnn_in_child_ms"] == pytest.approx(1.1) and child["ratio"] == pytest.approx(5 / 1.1)
+    assert child["child_attempts"] == 2 and not run.notes

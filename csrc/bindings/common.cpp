@@ -292,8 +292,13 @@ std::vector<Tensor> to_tensor_list(py::handle seq, const char* op, const char* a
   std::vector<Tensor> out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
+    py::object item = s[i];
+    if (py::isinstance<PyTensor>(item)) {  // the common case: no element name to format
+      out.push_back(item.cast<PyTensor&>().t);
+      continue;
+    }
     const std::string name = detail::concat(arg, "[", i, "]");
-    out.push_back(to_tensor(s[i], op, name.c_str()));
+    out.push_back(to_tensor(item, op, name.c_str()));
   }
   return out;
 }

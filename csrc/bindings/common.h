@@ -16,12 +16,9 @@
 namespace fastnn::bindings {
 namespace py = pybind11;
 
-// fastnn.Tensor: a fastnn::Tensor plus the autograd fields the Python layer uses.
+// fastnn.Tensor: a fastnn::Tensor; the Python layer's autograd fields are instance attributes.
 struct PyTensor {
   Tensor t;
-  bool requires_grad = false;
-  py::object grad = py::none();
-  py::object grad_fn = py::none();
   PyTensor() = default;
   explicit PyTensor(Tensor x) : t(std::move(x)) {}
 };

@@ -46,7 +46,7 @@ def _ok(name, *ts):
     cuda = False
     for t in ts:
         if t.__class__ is Tensor:
-            if t.dtype != _F32:
+            if t.dtype is not _F32:  # DType values are singletons (bind_tensor.cpp)
                 return False
             if t.is_cuda:
                 cuda = True

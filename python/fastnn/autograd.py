@@ -215,7 +215,7 @@ def backward(tensor, grad=None, retain_graph=False):
 
 
 def _accumulate(t, g, given):
-    if g.dtype != t.dtype:
+    if g.dtype is not t.dtype:
         g = g._to(None, t.dtype, False)
     if t.grad is None:
         # A gradient handed to two leaves (e.g. by add's backward) must not be shared: the

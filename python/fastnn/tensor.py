@@ -13,6 +13,11 @@ import numpy as np
 from . import _C
 
 Tensor = _C.Tensor
+# Autograd fields: class-level defaults, overridden per instance in the instance __dict__ (a
+# plain attribute read is ~10x cheaper than a C++ accessor; autograd reads these per op).
+Tensor.requires_grad = False
+Tensor.grad = None
+Tensor.grad_fn = None
 
 
 def _method(fn):

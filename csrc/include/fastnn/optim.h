@@ -16,7 +16,7 @@ namespace fastnn {
 //   m = m + (1 - beta1) * (g - m)                     (torch: exp_avg.lerp_(g, 1 - beta1))
 //   v = beta2 * v + (1 - beta2) * g * g
 //   if amsgrad: vmax = max(vmax, v); v_hat = vmax else v_hat = v
-//   p -= step_size * m / (sqrt(v_hat) / bias_correction2_sqrt + eps)
+//   p -= step_size * m / fma(sqrt(v_hat), 1 / bias_correction2_sqrt, eps)   (torch divides; ~1 ulp)
 // with step_size = lr / (1 - beta1^step), bias_correction2_sqrt = sqrt(1 - beta2^step).
 // found_inf (optional, 1 float): if *found_inf != 0 on entry, nothing is done; otherwise a
 // first pass over all grads (read-only, 4 B/param extra traffic) looks for Inf/NaN in g; if

@@ -127,7 +127,10 @@ def rows(recs, run):
             s = r["speedup"].get(p)
             row.append(f"{s:.2f}" if s is not None else "-")
         unit = r["unit"].split("/")[0].replace("GFLOP", "GF").replace("GB", "GB")
-        row.append(f"{_ms(r['rate'])} {unit}/s" if r.get("rate") else "-")
+        if r["unit"] == "us/call":
+            row.append(f"{_ms(r['rate'])} us/op" if r.get("rate") else "-")
+        else:
+            row.append(f"{_ms(r['rate'])} {unit}/s" if r.get("rate") else "-")
         row.append(f"{100 * r['fraction_of_limit']:.0f}%" if r.get("fraction_of_limit") else "-")
         if r.get("samples_per_s"):
             row[-2] = f"{r['samples_per_s']:.0f} samples/s"

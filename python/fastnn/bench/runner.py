@@ -1,7 +1,7 @@
 """Command-line front end of `fastnn bench` and the loop that runs the cases.
 
     fastnn bench                     quick tour: gemm, conv2d, attention, adam at small sizes
-    fastnn bench gemm|conv2d|attention|adam|train|all [--quick] [--threads N] [--repeats N]
+    fastnn bench gemm|conv2d|attention|adam|train|lstm|overhead|all [--quick] [--threads N] [--repeats N]
                  [--json FILE] [--plot FILE.png] [--baselines numpy,torch] [--numpy-best] [--probe]
 
 Exit codes: 0 success; 1 a run-time error (e.g. --device cuda unavailable, a case crashed);
@@ -22,9 +22,20 @@ from . import core, machine, report
 from .core import Case, NotAvailable
 
 TOUR = ("gemm", "conv2d", "attention", "adam")
-ALL = ("gemm", "conv2d", "attention", "adam", "train", "lstm")
+ALL = ("gemm", "conv2d", "attention", "adam", "train", "lstm", "overhead")
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_WRONG, EXIT_SCHEMA = 0, 1, 2, 3, 4
+CHILD_DRIFT = 1.3  # fastnn's child/main median ratio (either way) beyond which a child pass is re-run once
+
+
+def paired_ratio(peer_times, fastnn_times):
+    """Median over rounds of peer_i / fastnn_i: the two ran back to back in round i, so a burst of
+    other load that spans some rounds does not pair one contender's slow rounds with the other's
+    fast ones (as a ratio of the two medians can)."""
+    import statistics
+
+    pairs = [p / f for p, f in zip(peer_times, fastnn_times) if f > 0]
+    return statistics.median(pairs) if pairs else None
 
 
 def suite_generators(name):
@@ -36,6 +47,9 @@ def suite_generators(name):
     if name == "train":
         from . import train
         return [("train", train.train_cases)]
+    if name == "overhead":
+        from . import overhead
+        return [("overhead", overhead.overhead_cases)]
     return [(name, suites.SUITES[name])]
 
 
@@ -186,7 +200,10 @@ class Run:
         """Rates, fraction of the limit and speedups vs each peer at its best (from same-window ratios)."""
         f = next(r for r in rec["results"] if r["peer"] == "fastnn" and r["process"] == "main")
         sec = f["median_ms"] / 1e3
-        rate = rec["work"] / sec / 1e9 if sec > 0 else None
+        if rec["unit"] == "us/call":  # per-op overhead: work = ops per timed call; lower is better
+            rate = sec * 1e6 / rec["work"] if rec["work"] else None
+        else:
+            rate = rec["work"] / sec / 1e9 if sec > 0 else None
         rec["rate"] = rate
         if rec["samples"]:
             rec["samples_per_s"] = rec["samples"] / sec if sec > 0 else None
@@ -203,11 +220,82 @@ class Run:
     # -- child processes ---------------------------------------------------------------------
     def child_pass(self, suite, recs, label, env_set, env_unset, peers_of_case):
         """Re-times, in a child process with another environment, the peer contenders chosen by
-        peers_of_case(rec) -> [contender names], each against fastnn again."""
+        peers_of_case(rec) -> [contender names], each against fastnn again.
+
+        The child is another time window: a burst of other work on this shared 2-core machine
+        during it slows a 2-thread contender (an OpenMP region waits at its barrier for the
+        descheduled thread) far more than a 1-thread peer. That is how the 1M Adam case once
+        measured fastnn at 2.94 ms in the child against 0.83 ms in the main process while the
+        1-thread NumPy peer ran at the same speed in both, and the quoted speedup fell from ~6.5x
+        to 1.83x. So (1) the speedup is the median over rounds of the per-round ratio peer/fastnn
+        (the two ran back to back), not a ratio of medians taken from different rounds; (2) a
+        case whose fastnn median in the child is off its main-process median by more than
+        CHILD_DRIFT is re-run once in a fresh child, and the attempt closer to the main process
+        is kept; (3) both fastnn figures are recorded, and a case still off gets a note."""
         want = {r["id"]: peers_of_case(r) for r in recs if r["status"] == "ok"}
         want = {k: v for k, v in want.items() if v}
         if not want:
             return
+        by_id = {r["id"]: r for r in recs}
+        fmain = {cid: next(x["median_ms"] for x in by_id[cid]["results"]
+                           if x["peer"] == "fastnn" and x["process"] == "main") for cid in want}
+
+        def drift(cid, res):
+            f = res.get("times", {}).get("fastnn")
+            if not f or not fmain.get(cid):
+                return 1.0
+            d = core.summarize(f)["median_ms"] / fmain[cid]
+            return max(d, 1.0 / d) if d > 0 else float("inf")
+
+        best = {}
+        notes = []
+        pending = dict(want)
+        for attempt in range(2):
+            out = self._run_child(suite, pending, label, env_set, env_unset)
+            if out is None:
+                break
+            notes.extend(n for n in out.get("notes", []) if n not in notes)
+            for cid, res in out.get("cases", {}).items():
+                if cid not in want:
+                    continue
+                tries = attempt + 1
+                if cid not in best or res.get("error") or drift(cid, res) < drift(cid, best[cid]):
+                    best[cid] = res
+                best[cid] = dict(best[cid], attempts=tries)
+            pending = {cid: v for cid, v in want.items()
+                       if cid in best and not best[cid].get("error") and drift(cid, best[cid]) > CHILD_DRIFT}
+            if not pending:
+                break
+        for cid, res in best.items():
+            rec = by_id.get(cid)
+            if rec is None:
+                continue
+            if res.get("error"):
+                rec["refused"].append({"name": f"{label} child", "error": res["error"]})
+                report.loud(f"{label} child: {res['error']}")
+                continue
+            f = res["times"].get("fastnn")
+            fchild = core.summarize(f)["median_ms"] if f else None
+            if fchild and drift(cid, res) > CHILD_DRIFT:
+                self.notes.append(f"{cid}: fastnn took {fchild:.3g} ms in the {label} child vs {fmain[cid]:.3g} ms in "
+                                  f"the main process (best of {res['attempts']} child runs): the machine's load changed "
+                                  "between the two windows; the child's speedups are same-window ratios, but repeat the "
+                                  "run on a quiet machine before quoting them")
+            for name, ts in res["times"].items():
+                if name == "fastnn":
+                    continue
+                r = dict(name=f"{name.split('[')[0]}[{label}]", peer=name.split("[")[0], variant=label,
+                         process=f"{label} child", best=True, **core.summarize(ts))
+                r["ratio"] = paired_ratio(ts, f) if f else None
+                r["fastnn_in_child_ms"] = fchild
+                r["fastnn_in_main_ms"] = fmain.get(cid)
+                r["child_attempts"] = res["attempts"]
+                rec["results"].append(r)
+            self._finish(rec)
+        self.notes.extend(notes)
+
+    def _run_child(self, suite, want, label, env_set, env_unset):
+        """One child process timing the cases `want` ({case id: [peer names]}); its JSON or None."""
         names = sorted({n for v in want.values() for n in v})
         spec = {"suite": suite, "size": self.size, "threads": self.threads, "repeats": self.repeats,
                 "budget": self.budget, "baselines": list(self.baselines), "device": self.args.device,
@@ -223,37 +311,16 @@ class Run:
                                capture_output=True, text=True, timeout=3600)
         except subprocess.TimeoutExpired:
             self.notes.append(f"{suite}: the {label} child process timed out")
-            return
+            return None
         if p.returncode != 0 or not p.stdout.strip():
             self.notes.append(f"{suite}: the {label} child process failed (exit {p.returncode}): "
                               f"{p.stderr.strip()[-500:]}")
-            return
+            return None
         try:
-            out = json.loads(p.stdout.strip().splitlines()[-1])
+            return json.loads(p.stdout.strip().splitlines()[-1])
         except ValueError:
             self.notes.append(f"{suite}: the {label} child process printed no result: {p.stdout.strip()[-300:]}")
-            return
-        by_id = {r["id"]: r for r in recs}
-        for cid, res in out.get("cases", {}).items():
-            rec = by_id.get(cid)
-            if rec is None:
-                continue
-            if res.get("error"):
-                rec["refused"].append({"name": f"{label} child", "error": res["error"]})
-                report.loud(f"{label} child: {res['error']}")
-                continue
-            f = res["times"].get("fastnn")
-            for name, ts in res["times"].items():
-                if name == "fastnn":
-                    continue
-                r = dict(name=f"{name.split('[')[0]}[{label}]", peer=name.split("[")[0], variant=label,
-                         process=f"{label} child", best=True, **core.summarize(ts))
-                r["ratio"] = r["median_ms"] / core.summarize(f)["median_ms"] if f else None
-                r["fastnn_in_child_ms"] = core.summarize(f)["median_ms"] if f else None
-                rec["results"].append(r)
-            self._finish(rec)
-        for n in out.get("notes", []):
-            self.notes.append(n)
+            return None
 
     # -- a suite -----------------------------------------------------------------------------
     def run_suite(self, name):

@@ -24,6 +24,18 @@ class Adam(Optimizer):
     def _step_group(self, g, params, grads):
         # Parameters that got grads at different times have different step counts; the kernel
         # takes one step per call, so group by step (one call in the usual case).
+        state = self.state
+        sts = [state.get(id(p)) for p in params]
+        if None not in sts and not g["amsgrad"]:
+            step = sts[0]["step"] + 1
+            if all(st["step"] + 1 == step for st in sts):  # the usual case: one kernel call
+                for st in sts:
+                    st["step"] = step
+                b1, b2 = g["betas"]
+                adam_(params, grads, [st["exp_avg"] for st in sts], [st["exp_avg_sq"] for st in sts], step=step,
+                      lr=g["lr"], beta1=b1, beta2=b2, eps=g["eps"], weight_decay=g["weight_decay"],
+                      decoupled=self._decoupled, maximize=g["maximize"])
+                return
         by_step = {}
         for p, gr in zip(params, grads):
             st = self.state.get(id(p))

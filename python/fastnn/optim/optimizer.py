@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 
 from .. import _C
-from ..autograd import no_grad
+from ..autograd import _mode
 
 Tensor = _C.Tensor
 
@@ -54,21 +54,26 @@ class Optimizer:
                     else:
                         p.grad.zero_()
 
-    @no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             from ..autograd import enable_grad
             with enable_grad():
                 loss = closure()
-        for g in self.param_groups:
-            params, grads = [], []
-            for p in g["params"]:
-                if p.grad is not None:
-                    params.append(p)
-                    grads.append(p.grad if p.grad.is_contiguous() else p.grad.contiguous())
-            if params:
-                self._step_group(g, params, grads)
+        # no_grad, inlined: the step runs once per batch and its Python cost is overhead
+        prev, _mode.enabled = _mode.enabled, False
+        try:
+            for g in self.param_groups:
+                params, grads = [], []
+                for p in g["params"]:
+                    gr = p.grad
+                    if gr is not None:
+                        params.append(p)
+                        grads.append(gr if gr.is_contiguous() else gr.contiguous())
+                if params:
+                    self._step_group(g, params, grads)
+        finally:
+            _mode.enabled = prev
         return loss
 
     def _step_group(self, group, params, grads):
