@@ -246,6 +246,11 @@ void bgemm(int64_t Mr, int64_t N, int64_t K, const float* A, int64_t a_rs, int64
   int64_t c = 0;
   for (; c + NV * W <= N; c += NV * W)
     bgemm_cols<M, NV>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr);
+  if constexpr (NV > 2) {
+    // short blocks (Nq or Nk < 64): two vectors per row still amortise the broadcasts
+    for (; c + 2 * W <= N; c += 2 * W)
+      bgemm_cols<M, 2>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr);
+  }
   for (; c < N; c += W) bgemm_cols<M, 1>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr);
 }
 
