@@ -102,9 +102,12 @@ def _rnn_stack(mode, x, h0, c0, params, lengths, num_layers, num_dirs, bias, dro
         for l in reversed(range(num_layers)):
             inp_l, hs, cs, saved, seed = saves[l]
             sl = slice(l * num_dirs, (l + 1) * num_dirs)
+            # LSTM / RNN: the recurrent and the input projection share their gradient, so
+            # grad b_hh = grad b_ih (the input projection's backward forms it); GRU's differ.
+            own_bh = bias and mode == "gru"
             dxp, dwh, dbh, dh0, dc0 = _rnn_ops.rnn_layer_backward(
                 mode, gtop, ghn._getitem(sl), gcn._getitem(sl) if lstm else None, [pw[1] for pw in w[l]], hs,
-                cs if lstm else None, saved if mode in ("lstm", "gru") else None, lengths, bias)
+                cs if lstm else None, saved if mode in ("lstm", "gru") else None, lengths, own_bh)
             if gh0 is not None:
                 gh0._getitem(sl).copy_(dh0)
             if gc0 is not None:
@@ -119,7 +122,7 @@ def _rnn_stack(mode, x, h0, c0, params, lengths, num_layers, num_dirs, bias, dro
                     gxd, gw, gb = K.linear_backward(dxp[d], inp_l, w[l][d][0], bias)
                 pgrads[k], pgrads[k + 1] = gw, dwh[d]
                 if bias:
-                    pgrads[k + 2], pgrads[k + 3] = gb, dbh[d]
+                    pgrads[k + 2], pgrads[k + 3] = gb, dbh[d] if own_bh else gb
                 if gxd is not None:
                     gx = gxd if gx is None else K.add(gx, gxd)
             if gx is not None and seed is not None:
