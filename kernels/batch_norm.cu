@@ -53,7 +53,7 @@ __global__ void batch_norm_kernel(BatchNormArgs a) {
     }
     const double dm = mu - static_cast<double>(muf);
     double var = block_sum(q, red) / static_cast<double>(m) - dm * dm;
-    var = var > 0.0 ? var : 0.0;
+    var = var < 0.0 ? 0.0 : var;  // NaN (an Inf or NaN input) stays NaN, as in torch
     if (threadIdx.x == 0) {
       stats[0] = muf;
       stats[1] = static_cast<float>(1.0 / sqrt(var + a.eps));

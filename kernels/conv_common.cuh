@@ -14,7 +14,7 @@ namespace fastnn::cuda_kernels::conv_detail {
 // Same formulas as the CPU epilogue (gemm_activation_scalar): exact-erf GELU.
 __device__ __forceinline__ float activate(float x, Activation act) {
   switch (act) {
-    case Activation::relu: return x > 0.0f ? x : 0.0f;
+    case Activation::relu: return x < 0.0f ? 0.0f : x;  // NaN propagates, as torch.relu
     case Activation::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case Activation::gelu_tanh:
       return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));

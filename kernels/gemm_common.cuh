@@ -87,7 +87,7 @@ __device__ __forceinline__ void stage_tile(T* s, const OperandView<T>& v, int64_
 // inlining erff / tanhf / expf 64 times would multiply code size and register pressure.
 __device__ inline FASTNN_GEMM_NOINLINE float activate(float x, Activation act) {
   switch (act) {
-    case Activation::relu: return x > 0.0f ? x : 0.0f;
+    case Activation::relu: return x < 0.0f ? 0.0f : x;  // NaN propagates, as torch.relu
     case Activation::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
     case Activation::gelu_tanh:
       return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));

@@ -57,7 +57,7 @@ __global__ void rnn_cell_kernel(RnnCellArgs a) {
       hn = s2 + s1 * (a.h_prev[e] - s2);
     } else {
       const float pre = gx[0] + gh[0];
-      hn = a.mode == RnnMode::rnn_relu ? fmaxf(pre, 0.0f) : tanhf(pre);
+      hn = a.mode == RnnMode::rnn_relu ? (pre < 0.0f ? 0.0f : pre) : tanhf(pre);  // relu(NaN) = NaN (fmaxf drops it)
     }
     a.h[e] = hn;
     if (a.mode == RnnMode::lstm) a.c[e] = cn;

@@ -424,6 +424,36 @@ def _cell_backward(kind):
     return make
 
 
+def _rnn_layer_inputs(rng, d):
+    """LSTM, two directions, lengths: (xprojs, w_hh, b_hh, h0, c0, lengths) on d."""
+    T_, B, H = 5, 3, 9
+    xp = [dev(_f(rng, T_, B, 4 * H), d) for _ in range(2)]
+    w = [dev(_f(rng, 4 * H, H) * 0.3, d) for _ in range(2)]
+    b = [dev(_f(rng, 4 * H), d) for _ in range(2)]
+    h0, c0 = dev(_f(rng, 2, B, H), d), dev(_f(rng, 2, B, H), d)
+    return xp, w, b, h0, c0, dev(np.array([5, 2, 4], np.int64), d)
+
+
+def _rnn_layer_forward(rng, d):
+    xp, w, b, h0, c0, lengths = _rnn_layer_inputs(rng, d)
+
+    def call():
+        y, hs, cs, saved = ops.rnn_layer_forward("lstm", xp, w, b, h0, c0, lengths)
+        return (y,) + tuple(hs) + tuple(cs) + tuple(saved)
+    return call
+
+
+def _rnn_layer_backward(rng, d):
+    xp, w, b, h0, c0, lengths = _rnn_layer_inputs(rng, d)
+    _, hs, cs, saved = ops.rnn_layer_forward("lstm", xp, w, b, h0, c0, lengths)
+    gy, ghn, gcn = dev(_f(rng, 5, 3, 18), d), dev(_f(rng, 2, 3, 9), d), dev(_f(rng, 2, 3, 9), d)
+
+    def call():
+        dxp, dw, db, dh0, dc0 = ops.rnn_layer_backward("lstm", gy, ghn, gcn, w, hs, cs, saved, lengths, True)
+        return tuple(dxp) + tuple(dw) + tuple(db) + (dh0, dc0)
+    return call
+
+
 CASES = {
     "gemm": _gemm, "matmul": _matmul, "linear": _linear, "matmul_backward": _matmul_backward,
     "linear_backward": _linear_backward,
@@ -449,6 +479,8 @@ if hasattr(ops, "batch_norm"):
 for _k in ("lstm", "gru", "rnn"):
     if hasattr(ops, _k + "_cell"):
         CASES[_k + "_cell"], CASES[_k + "_cell_backward"] = _cell(_k), _cell_backward(_k)
+if hasattr(ops, "rnn_layer_forward"):
+    CASES.update(rnn_layer_forward=_rnn_layer_forward, rnn_layer_backward=_rnn_layer_backward)
 for _n in ("relu", "gelu", "sigmoid", "tanh", "silu", "softmax", "log_softmax"):
     CASES[_n] = _unary(_n)
 for _n in ("relu_backward", "gelu_backward", "sigmoid_backward", "tanh_backward", "silu_backward"):

@@ -16,6 +16,7 @@
 
 #include "bindings/common.h"
 #include "bindings/cuda_settings.h"
+#include "fastnn/elementwise_math.h"
 #include "fastnn/gemm.h"
 
 namespace fastnn::bindings {
@@ -146,7 +147,9 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   a = cpu_operand(a), b = cpu_operand(b);
 
   GemmArgs g;
-  g.m = m, g.n = n, g.k = k;
+  // BLAS: with alpha = 0 neither a nor b is read (a NaN there must not reach the result): an
+  // empty product on every device.
+  g.m = m, g.n = n, g.k = alpha == 0.0f ? 0 : k;
   g.a = static_cast<const float*>(a.data());  // 16-bit operands too: see GemmArgs::ab_dtype
   g.a_rs = trans_a ? a.strides[1] : a.strides[0];
   g.a_cs = trans_a ? a.strides[0] : a.strides[1];
@@ -532,13 +535,15 @@ py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_ob
   Tensor gb;
   if (need_bias) gb = empty({out_f}, DType::float32, dev);
   Tensor ones;  // the 1-element "row of ones" of db = 1^T dY
-  if (need_bias) {
-    Tensor h = empty({1}, DType::float32, Device{});
-    *h.data_as<float>() = 1.0f;
-    ones = dev.type == DeviceType::cpu ? h : to_device(h, dev);
-  }
+  if (need_bias) ones = empty({1}, DType::float32, dev);
   {
     py::gil_scoped_release nogil;
+    if (need_bias) {
+      // Written where it lives: on CUDA by the fill kernel on the stream, so a training step's
+      // bias gradient makes no host->device copy (and no synchronisation).
+      if (dev.type == DeviceType::cpu) *ones.data_as<float>() = 1.0f;
+      else cuda_op("ewm_unary", UnaryArgs{UnaryOp::fill, 1, nullptr, ones.data_as<float>(), 1.0f}, dev.index);
+    }
     // dX = dY @ W         (rows x out) (out x in)
     run_gemm(matrix_args(gm, false, w, false, reshape_like(gx, {rows, in_f}), rows, in_f, out_f), dev);
     // dW = dY^T @ X       (out x rows) (rows x in)

@@ -59,7 +59,8 @@ void batch_norm(const BatchNormArgs& a) {
         }
         // the deviations were taken from the float-rounded mean: correct the second moment
         const double dm = mu - static_cast<double>(static_cast<float>(mu));
-        const double var = std::max(0.0, q.sum() / static_cast<double>(m) - dm * dm);
+        double var = q.sum() / static_cast<double>(m) - dm * dm;
+        var = var < 0.0 ? 0.0 : var;  // rounding below 0 clamps; NaN (an Inf or NaN input) stays NaN
         mean = static_cast<float>(mu);
         invstd = static_cast<float>(1.0 / std::sqrt(var + a.eps));
         if (a.running_mean) {

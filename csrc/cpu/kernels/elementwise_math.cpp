@@ -4,9 +4,10 @@
 // Unary: one vector pass, bound by memory bandwidth (8 bytes per element) except exp/log,
 // whose ~15-flop polynomials stay under the DRAM rate with AVX-512 on 2 cores.
 //   exp: Cephes expf (n = round(x/ln2), Cody-Waite r, degree-6 polynomial) from train_vec.h,
-//        AVX-512 scales by 2^n with vscalefps (gradual underflow); measured <= 1 ulp vs float64.
+//        over the whole float range (overflow to inf above 88.72, gradual underflow down to
+//        -104); measured <= 1 ulp vs float64.
 //   log: Cephes logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, Cody-Waite e*ln2);
-//        denormal inputs are scaled by 2^24 first (train_vec.h's vlog flushes them to -inf);
+//        denormal inputs are scaled by 2^24 first (inside train_vec.h's vlog);
 //        measured <= 1 ulp vs float64 (tests/test_elementwise_math.py asserts <= 2 ulp).
 //   pow by a scalar: exact-rounding shortcuts for the exponents the layer uses (0, 1, 2, 3,
 //   -1, -2, +-0.5), std::pow otherwise (C/NumPy semantics for negative bases, 0, inf, NaN).
@@ -31,37 +32,6 @@
 
 namespace {
 constexpr int64_t kGrain = 32768;
-
-// e^x and log x over the whole float range on train_vec.h's Cephes polynomials (vexp, vlog),
-// whose ranges stop short: vexp clamps x at 88.376 (results up to 2.4e38, where expf reaches
-// 3.4e38 at 88.72) and flushes x < -103 to 0 (denormal results reach down to x = -103.97);
-// vlog returns -inf for denormal inputs. Out-of-range lanes are shifted in range by exact
-// amounts (x -+ 1 and x + 10 stay in x's binade; x * 2^24 is exact) and corrected after.
-static inline VF vexp_full(VF x) {
-#if FASTNN_ISA_LEVEL >= 1
-  VM big = vgt(x, vset(88.0f)), small = vlt(x, vset(-100.0f));
-  VF xs = vsel(big, vsub(x, vset(1.0f)), vsel(small, vadd(x, vset(10.0f)), x));
-  VF scale = vsel(big, vset(2.71828182845904524f), vsel(small, vset(4.53999297624848515e-5f), vset(1.0f)));
-  VF y = vmul(vexp(xs), scale);
-  y = vsel(vlt(x, vset(-104.0f)), vzero(), y);
-  return vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
-#else
-  return std::exp(x);
-#endif
-}
-
-static inline VF vlog_full(VF x) {
-#if FASTNN_ISA_LEVEL >= 1
-  VM den = vmand(vlt(x, vset(1.17549435e-38f)), vgt(x, vzero()));
-  VF r = vlog(vsel(den, vmul(x, vset(16777216.0f)), x));
-  // - 24 ln2 in two parts (Cody-Waite, as vlog adds e * ln2): 24 * 0.693359375 is exact
-  VF c = vfma(vset(24.0f), vset(-0.693359375f), r);
-  c = vfma(vset(24.0f), vset(2.12194440e-4f), c);
-  return vsel(den, c, r);
-#else
-  return std::log(x);
-#endif
-}
 
 static inline VF vsign(VF x) {
   VF r = vsel(vgt(x, vzero()), vset(1.0f), vsel(vlt(x, vzero()), vset(-1.0f), vzero()));
@@ -161,8 +131,8 @@ void unary(const fastnn::UnaryArgs& a) {
   const float s = a.s;
   const VF sv = vset(s);
   switch (a.op) {
-    case UnaryOp::exp: return map(a, [](VF x) { return vexp_full(x); });
-    case UnaryOp::log: return map(a, [](VF x) { return vlog_full(x); });
+    case UnaryOp::exp: return map(a, [](VF x) { return vexp(x); });
+    case UnaryOp::log: return map(a, [](VF x) { return vlog(x); });
     case UnaryOp::sqrt: return map(a, [](VF x) { return vsqrt(x); });
     case UnaryOp::rsqrt: return map(a, [](VF x) { return vdiv(vset(1.0f), vsqrt(x)); });
     case UnaryOp::abs: return map(a, [](VF x) { return vabs(x); });

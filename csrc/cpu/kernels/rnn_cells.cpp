@@ -94,7 +94,7 @@ void cell_row(const RnnCellArgs& a, int64_t b) {
       const bool relu = a.mode == RnnMode::rnn_relu;
       vloop(0, H, [&](int64_t j, auto m) {
         VF pre = vadd(m.ld(gx + j), m.ld(gh + j));
-        VF hn = relu ? vmax(pre, vzero()) : vtanh(pre);
+        VF hn = relu ? vmax(vzero(), pre) : vtanh(pre);  // max(0, NaN) is NaN: the operand order matters
         m.st(h + j, hn);
         if (y) m.st(y + j, hn);
       });

@@ -219,7 +219,10 @@ static inline void vloop(int64_t begin, int64_t end, Body&& body) {
 #if FASTNN_ISA_LEVEL >= 1
 static inline VF vexp(VF x) {
   // e^x = 2^n * e^r, n = round(x / ln2), |r| <= ln2/2; Cephes expf polynomial.
-  const VF hi = vset(88.3762626647949f), lo = vset(-103.0f);
+  // The clamps span the whole float32 range of e^x: up to ln(FLT_MAX) = 88.7228 (n = 128) and
+  // down to -104 (n = -150, below which e^x rounds to 0): both levels build 2^n so that n in
+  // [-150, 128] neither wraps the exponent field nor flushes denormal results.
+  const VF hi = vset(88.72283935546875f), lo = vset(-104.0f);
   VF xc = vmin(vmax(x, lo), hi);
   VF n = vround(vmul(xc, vset(1.44269504088896341f)));
   VF r = vfnma(n, vset(0.693359375f), xc);
@@ -240,14 +243,17 @@ static inline VF vexp(VF x) {
   VF n2 = vsub(n, n1);
   VF y = vmul(vmul(p, vpow2i(n1)), vpow2i(n2));
 #endif
-  y = vsel(vlt(x, vset(-103.0f)), vzero(), y);
+  y = vsel(vlt(x, vset(-104.0f)), vzero(), y);
   y = vsel(vgt(x, vset(88.72283935546875f)), vset(INFINITY), y);
   return vsel(vne(x, x), x, y);  // NaN propagates
 }
 static inline VF vlog(VF x) {
-  // x > 0 normal assumed by callers (0 -> -inf, inf -> inf, negative/NaN -> NaN handled below)
+  // Any x: 0 -> -inf, inf -> inf, negative/NaN -> NaN (below). Denormal x are scaled by 2^24
+  // (exact) so that vfrexp sees a normal number, and 24 is taken off the exponent.
+  VM den = vmand(vlt(x, vset(1.17549435e-38f)), vgt(x, vzero()));
   VF e;
-  VF m = vfrexp(x, &e);
+  VF m = vfrexp(vsel(den, vmul(x, vset(16777216.0f)), x), &e);
+  e = vsel(den, vsub(e, vset(24.0f)), e);
   VM small = vlt(m, vset(0.707106781186547524f));
   e = vsel(small, vsub(e, vset(1.0f)), e);
   m = vsub(vsel(small, vadd(m, m), m), vset(1.0f));
@@ -266,7 +272,7 @@ static inline VF vlog(VF x) {
   y = vfnma(vset(0.5f), z, y);
   VF r = vadd(m, y);
   r = vfma(e, vset(0.693359375f), r);
-  r = vsel(vlt(x, vset(1.17549435e-38f)), vset(-INFINITY), r);  // 0 and denormals: -inf is close enough
+  r = vsel(vgt(x, vzero()), r, vset(-INFINITY));  // 0 (and NaN, restored below)
   r = vsel(vlt(x, vzero()), vset(NAN), r);
   r = vsel(vge(x, vset(INFINITY)), x, r);
   return vsel(vne(x, x), x, r);
