@@ -529,16 +529,21 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
         const int64_t kcb = std::min(kc, K - pc);
         const bool last = pc + kcb >= K;
         const float* ablk = wp.p + g * Mp * K + pc * Mp;
+        // C accumulates over the k blocks; bias and activation once, on the last
+        auto rows_epilogue = [&](int64_t ir) {
+          GemmEpilogue ep;
+          ep.beta = pc == 0 ? 0.0f : 1.0f;
+          if (last) {
+            ep.bias_row = a.bias ? a.bias + g * Og + ir : nullptr;
+            ep.act = a.activation;
+          }
+          return ep;
+        };
 #if FASTNN_ISA_LEVEL == 2
         if (linear) {
           const int64_t HW = geo.H * geo.W;
           for (int64_t ir = m0; ir < m1; ir += MR) {
-            GemmEpilogue ep;
-            ep.beta = pc == 0 ? 0.0f : 1.0f;
-            if (last) {
-              ep.bias_row = a.bias ? a.bias + g * Og + ir : nullptr;
-              ep.act = a.activation;
-            }
+            const GemmEpilogue ep = rows_epilogue(ir);
             const int64_t mv = std::min(MR, m1 - ir);
             for (int64_t u = 0; u < nimg; ++u)
               for (int64_t q = 0; q * NR < nb; ++q)
@@ -552,12 +557,7 @@ void conv2d_forward_igemm(const Conv2dArgs& a) {
 #endif
         pack_col_block(geo, xg, pc, kcb, p0, nb, bbuf.p, runs, tap_begin);
         for (int64_t ir = m0; ir < m1; ir += MR) {
-          GemmEpilogue ep;
-          ep.beta = pc == 0 ? 0.0f : 1.0f;
-          if (last) {
-            ep.bias_row = a.bias ? a.bias + g * Og + ir : nullptr;
-            ep.act = a.activation;
-          }
+          const GemmEpilogue ep = rows_epilogue(ir);
           const int64_t mv = std::min(MR, m1 - ir);
           for (int64_t q = 0; q * NR < nb; ++q)
             gemm_microkernel(kcb, ablk + ir * kcb, bbuf.p + q * kcb * NR, yg + ir * P + p0 + q * NR, P, 1, mv,
