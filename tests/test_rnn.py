@@ -447,3 +447,24 @@ def test_errors(rng):
                            np.zeros((1, 1), np.float32))
     with pytest.raises(ValueError, match="nonlinearity"):
         ops.rnn_cell(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32), "gelu")
+
+
+
+@pytest.mark.skipif(not fastnn.cuda.is_available(), reason="no cuda device (nor the emulator)")
+def test_rnn_layer_backward_bias_on_cuda_makes_no_host_copy():
+    # the bias gradient's row of ones is filled on the device: asking for db_hh adds no host->device copy
+    # (the lengths' validation round trip is the same with and without it)
+    from op_cases import _f, _rnn_layer_inputs, dev
+    from fastnn import _C
+    rng = np.random.default_rng(0)
+    xp, w, b, h0, c0, lengths = _rnn_layer_inputs(rng, "cuda")
+    _, hs, cs, saved = ops.rnn_layer_forward("lstm", xp, w, b, h0, c0, lengths)
+    gy, ghn, gcn = dev(_f(rng, 5, 3, 18), "cuda"), dev(_f(rng, 2, 3, 9), "cuda"), dev(_f(rng, 2, 3, 9), "cuda")
+
+    def copies(need_bias):
+        before = _C._cuda_host_device_copies()
+        ops.rnn_layer_backward("lstm", gy, ghn, gcn, w, hs, cs, saved, lengths, need_bias)
+        return _C._cuda_host_device_copies() - before
+
+    copies(True), copies(False)  # warm-up (allocator, plan caches)
+    assert copies(True) == copies(False), "rnn_layer_backward(need_bias) copied to the device"

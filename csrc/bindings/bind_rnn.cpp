@@ -11,6 +11,7 @@
 
 #include "bindings/common.h"
 #include "core/cuda_backend.h"
+#include "fastnn/elementwise_math.h"
 #include "fastnn/rnn.h"
 
 namespace fastnn::bindings {
@@ -282,11 +283,12 @@ py::tuple layer_backward_py(const std::string& mode_s, py::handle dy_o, py::hand
   Tensor dc0 = lstm ? zeros({s.D, s.B, s.H}, DType::float32, s.dev) : Tensor();
   if (dhn.defined()) copy_(dh0, dhn);
   if (dcn.defined()) copy_(dc0, dcn);
-  Tensor ones;
+  Tensor ones;  // the 1-element "row of ones" of db_hh = 1^T dG, read through a zero stride
   if (need_bias) {
-    Tensor h1 = empty({1}, DType::float32, Device{});
-    *h1.data_as<float>() = 1.0f;
-    ones = s.dev.type == DeviceType::cpu ? h1 : to_device(h1, s.dev);
+    ones = empty({1}, DType::float32, s.dev);
+    // written where it lives (on CUDA by the fill kernel, on the stream): no host->device copy per call
+    if (s.dev.type == DeviceType::cpu) *ones.data_as<float>() = 1.0f;
+    else cuda_op("ewm_unary", UnaryArgs{UnaryOp::fill, 1, nullptr, ones.data_as<float>(), 1.0f}, s.dev.index);
   }
   std::vector<RnnSequenceArgs> args(s.D);
   py::list dxp_l, dw_l, db_l;
