@@ -22,16 +22,11 @@ import pytest
 import fastnn
 from fastnn import _C, ops
 
-_LEVELS = ["generic", "avx2", "avx512"]
-SIMD_LEVELS = _LEVELS[: _LEVELS.index(_C.max_simd_level()) + 1]
 
-
-@pytest.fixture(params=SIMD_LEVELS)
-def level(request):
-    before = fastnn.get_simd_level()
-    fastnn.set_simd_level(request.param)
-    yield request.param
-    fastnn.set_simd_level(before)
+@pytest.fixture
+def level(simd_level):
+    """conftest's per-SIMD-level fixture under this file's shorter name."""
+    return simd_level
 
 
 def ulp_err(y, ref64):
