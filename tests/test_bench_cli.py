@@ -83,6 +83,13 @@ def test_table_and_json_validate(tmp_path, capsys):
         assert c["speedup"]["numpy"] == pytest.approx(best)
         assert c["rate"] > 0
     assert any(r.get("peak_extra_bytes") is not None for c in cases for r in c["results"])
+    # the returned outputs are told apart from workspace: B1 H2 N24 D16 float32 is 3072 bytes per tensor;
+    # fwd returns o, fwd+bwd returns o, dq, dk, dv (fastnn's logsumexp is passed on, not returned)
+    for c in cases:
+        outs = {r["name"]: r.get("output_bytes") for r in c["results"] if r.get("peak_extra_bytes") is not None}
+        fwd = c["op"] == "attention fwd"
+        assert outs["fastnn"] == outs["numpy"] == (3072 if fwd else 4 * 3072)
+        assert all(r["peak_extra_bytes"] >= r["output_bytes"] for r in c["results"] if r.get("output_bytes"))
 
     # bench/make_results.py turns the same JSON into RESULTS.md, labelled as a non-full run
     import importlib.util

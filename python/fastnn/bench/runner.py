@@ -176,9 +176,10 @@ class Run:
             for c in ok:
                 if c.memory is not None:
                     try:
-                        c.peak_extra_bytes = c.memory()
+                        m = c.memory()
+                        c.peak_extra_bytes, c.output_bytes = m if isinstance(m, tuple) else (m, None)
                     except Exception as e:  # noqa: BLE001 - a measurement, never fatal
-                        c.peak_extra_bytes = None
+                        c.peak_extra_bytes = c.output_bytes = None
                         self.notes.append(f"{case.id}: memory of {c.name}: {e}")
             self.ui.update(f"{case.op} {case.shape}: timing {len(ok)} contenders")
             times = core.alternate([c.fn for c in ok], self.repeats, warmup=1 if self.size == "full" else 1,
@@ -188,6 +189,8 @@ class Run:
             r = dict(name=c.name, peer=c.peer, variant=c.variant, process="main", **core.summarize(ts))
             if getattr(c, "peak_extra_bytes", None) is not None:
                 r["peak_extra_bytes"] = c.peak_extra_bytes
+                if getattr(c, "output_bytes", None) is not None:
+                    r["output_bytes"] = c.output_bytes
             if c.peer == "fastnn":
                 fmed = r["median_ms"]
             r["best"] = bool(c.best)
