@@ -2,7 +2,9 @@
 //   1x1, stride 1, no padding, groups 1     -> cpu::gemm (Y[n] = W . X[n], batched)
 //   one input channel per group (depthwise) -> direct kernels   (kernels/conv_direct.cpp)
 //   otherwise                               -> implicit GEMM    (kernels/conv_igemm.cpp)
-// (grad-input with stride 1 and >= 8 channels per group, or >= 3 on the AVX-512 same-width
+// (stride 1, >= 16 channels per group in and out, AVX-512: forward and grad-weight in
+// kernels/conv_ocvec.cpp, output channels in the vector lanes;
+// grad-input with stride 1 and >= 8 channels per group, or >= 3 on the AVX-512 same-width
 // path: the forward implicit GEMM on flipped weights, see backward_input_as_forward)
 // then the ISA variant selected at run time. Zero-size problems are settled here.
 #include <cstring>
@@ -18,6 +20,7 @@ namespace fastnn::cpu {
 FASTNN_CPU_DECLARE_ALL_ISAS(
     void conv2d_forward_igemm(const Conv2dArgs& a);
     void conv2d_forward_ocvec(const Conv2dArgs& a);
+    void conv2d_backward_weight_ocvec(const Conv2dArgs& a);
     void conv2d_backward_input_igemm(const Conv2dArgs& a);
     void conv2d_backward_weight_igemm(const Conv2dArgs& a);
     void conv2d_forward_direct(const Conv2dArgs& a);
@@ -163,6 +166,7 @@ void conv2d_backward_weight(const Conv2dArgs& a) {
     return;
   }
   if (use_direct(a)) FASTNN_CPU_DISPATCH(conv2d_backward_weight_direct, a);
+  if (use_ocvec(a)) FASTNN_CPU_DISPATCH(conv2d_backward_weight_ocvec, a);
   FASTNN_CPU_DISPATCH(conv2d_backward_weight_igemm, a);
 }
 

@@ -1,6 +1,6 @@
-// Stride-1 convolution forward with the output channels in the vector lanes (AVX-512),
-// for layers with many channels (>= 16 per group): 64->128 16x16, 128->128 8x8 and their
-// grad-input run as a forward on flipped weights (cpu/conv.cpp picks it).
+// Stride-1 convolution forward and grad-weight with the output channels in the vector lanes
+// (AVX-512), for layers with many channels (>= 16 per group in and out): 32->64, 64->128,
+// 128->128 and their grad-input run as a forward on flipped weights (cpu/conv.cpp picks it).
 //
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
@@ -15,7 +15,13 @@
 // while it sweeps the image's pixel tiles; the tile's input rows stay in L1.
 // Threads: items are (image, group, output-channel tile range); the tile range is split
 // when there are fewer than 2 (image, group) pairs per thread (batch 1).
-// Bound: compute (FMA); extra memory = the packed weights + one padded image per thread.
+// grad-weight: dY of one image and 32-channel tile is transposed to [pixel][32] (dyT);
+// a dW row (input channel c, up to 12 taps, 32 output channels = 2*12 accumulators) sums
+// over the pixels dyT[p] x xpad[c][pos(p) + off(tap)]: 2 loads + 12 broadcasts per 24 FMAs,
+// with the same padded copy, so no masks and no im2col gather/transposes (the packed GEMM
+// path spent ~18 % of 128->128 fwd+bwd there).
+// Bound: compute (FMA); extra memory = the packed weights (and per-thread packed dW) + one
+// padded image (and one dyT tile) per thread.
 #include <omp.h>
 
 #include <algorithm>
@@ -123,11 +129,42 @@ using OcvecTileFn = void (*)(int64_t, int64_t, int64_t, const int64_t*, const fl
 constexpr OcvecTileFn kOcvecTile[kMaxRP] = {ocvec_tile<1>, ocvec_tile<2>, ocvec_tile<3>,  ocvec_tile<4>,
                                             ocvec_tile<5>, ocvec_tile<6>, ocvec_tile<7>,  ocvec_tile<8>,
                                             ocvec_tile<9>, ocvec_tile<10>, ocvec_tile<11>, ocvec_tile<12>};
+
+// grad-weight, same layout: acc[t] (32 output-channel lanes) += sum over the pixels of dyT[p]
+// (32 lanes) x xpad[pos(p) + off[t]] for NT taps of one input channel; acc lives in dwp
+// ([tap][32], loaded and stored once per call). dyT = the image's dY tile transposed to
+// [pixel][32]; 2 loads + NT broadcasts per 2*NT FMAs.
+template <int NT>
+void ocvec_dw_taps(int64_t Ho, int64_t Wo, int64_t Wp, const int64_t* __restrict off, const float* __restrict dyT,
+                   const float* xc, float* dwp) {
+  __m512 acc[NT][2];
+#pragma GCC unroll 12
+  for (int t = 0; t < NT; ++t) acc[t][0] = _mm512_load_ps(dwp + t * OT), acc[t][1] = _mm512_load_ps(dwp + t * OT + 16);
+  for (int64_t i = 0; i < Ho; ++i, xc += Wp) {
+    for (int64_t j = 0; j < Wo; ++j, dyT += OT) {
+      const __m512 d0 = _mm512_load_ps(dyT), d1 = _mm512_load_ps(dyT + 16);
+#pragma GCC unroll 12
+      for (int t = 0; t < NT; ++t) {
+        const __m512 a = _mm512_set1_ps(xc[j + off[t]]);
+        acc[t][0] = _mm512_fmadd_ps(a, d0, acc[t][0]);
+        acc[t][1] = _mm512_fmadd_ps(a, d1, acc[t][1]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int t = 0; t < NT; ++t) _mm512_store_ps(dwp + t * OT, acc[t][0]), _mm512_store_ps(dwp + t * OT + 16, acc[t][1]);
+}
+
+using OcvecDwFn = void (*)(int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*);
+constexpr OcvecDwFn kOcvecDw[kMaxRP] = {ocvec_dw_taps<1>, ocvec_dw_taps<2>, ocvec_dw_taps<3>,  ocvec_dw_taps<4>,
+                                        ocvec_dw_taps<5>, ocvec_dw_taps<6>, ocvec_dw_taps<7>,  ocvec_dw_taps<8>,
+                                        ocvec_dw_taps<9>, ocvec_dw_taps<10>, ocvec_dw_taps<11>, ocvec_dw_taps<12>};
 #endif
 
 }  // namespace
 
 void conv2d_forward_igemm(const Conv2dArgs& a);
+void conv2d_backward_weight_igemm(const Conv2dArgs& a);
 
 void conv2d_forward_ocvec(const Conv2dArgs& a) {
 #if FASTNN_ISA_LEVEL == 2
@@ -203,6 +240,79 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
   }
 #else
   conv2d_forward_igemm(a);  // the front end only picks this kernel at the AVX-512 level
+#endif
+}
+
+// dW[o][c][tap] = sum over images and pixels of dY[o][p] * xpad[c][p + off(tap)], output
+// channels in the lanes. Threads: with at least as many images as threads, each thread sums
+// a fixed contiguous range of images into a private packed dW and the private copies are
+// added in thread order (the result does not depend on timing); with fewer images, each
+// thread owns a range of (group, channel tile, input channel) rows over all images.
+void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
+  const int64_t kh = a.kernel_h, kw = a.kernel_w, khw = kh * kw;
+  const int64_t Ho = a.out_h, Wo = a.out_w, P = Ho * Wo;
+  const int64_t Hp = Ho + (kh - 1) * a.dil_h, Wp = Wo + (kw - 1) * a.dil_w, plane = Hp * Wp;
+  const int64_t ntile = cdiv(Og, OT), rows = G * ntile * Cg;  // rows of the packed dW: khw x 32 floats each
+  const int64_t wsize = rows * khw * OT;
+  const int nt_max = num_threads();
+  const bool by_image = N >= nt_max;
+  const int nt = static_cast<int>(by_image ? std::min<int64_t>(nt_max, N) : std::min<int64_t>(nt_max, rows));
+  const int64_t xbs = a.xbs(), ybs = a.ybs();
+  int64_t off[64];
+  for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
+  Scratch acc(static_cast<int64_t>(by_image ? nt : 1) * wsize);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+    const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t n0 = by_image ? N * t / nth : 0, n1 = by_image ? N * (t + 1) / nth : N;
+    const int64_t r0 = by_image ? 0 : rows * t / nth, r1 = by_image ? rows : rows * (t + 1) / nth;
+    float* mine = acc.p + (by_image ? t * wsize : 0);
+    std::memset(mine + r0 * khw * OT, 0, static_cast<size_t>((r1 - r0) * khw * OT) * 4);
+    Scratch xpad(Cg * plane), dyT(P * OT);
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t g = r0 / (ntile * Cg); g < G && g * ntile * Cg < r1; ++g) {
+        pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
+        for (int64_t tile = 0; tile < ntile; ++tile) {
+          const int64_t rb = (g * ntile + tile) * Cg;  // first row of this tile
+          const int64_t c0 = std::max<int64_t>(0, r0 - rb), c1 = std::min<int64_t>(Cg, r1 - rb);
+          if (c0 >= c1) continue;
+          const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
+          const float* dy = a.dy + n * ybs + (g * Og + o0) * P;
+          for (int64_t p = 0; p < P; ++p) {
+            float* d = dyT.p + p * OT;
+            for (int64_t o = 0; o < ov; ++o) d[o] = dy[o * P + p];
+            for (int64_t o = ov; o < OT; ++o) d[o] = 0.0f;
+          }
+          for (int64_t c = c0; c < c1; ++c)
+            for (int64_t t0 = 0; t0 < khw; t0 += kMaxRP) {
+              const int64_t ntap = std::min<int64_t>(kMaxRP, khw - t0);
+              kOcvecDw[ntap - 1](Ho, Wo, Wp, off + t0, dyT.p, xpad.p + c * plane, mine + ((rb + c) * khw + t0) * OT);
+            }
+        }
+      }
+    if (by_image) {
+#pragma omp barrier
+    }
+    // Unpack (and, by image, reduce in thread order) into OIHW: row (g, tile, c) -> dw[g*Og + o][c][tap].
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t c = r % Cg, tile = (r / Cg) % ntile, g = r / (Cg * ntile);
+      const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
+      for (int64_t o = 0; o < ov; ++o)
+        for (int64_t tp = 0; tp < khw; ++tp) {
+          const int64_t q = (r * khw + tp) * OT + o;
+          float s = acc.p[q];
+          if (by_image)
+            for (int u = 1; u < nth; ++u) s += acc.p[u * wsize + q];
+          a.dw[((g * Og + o0 + o) * Cg + c) * khw + tp] = s;
+        }
+    }
+  }
+#else
+  conv2d_backward_weight_igemm(a);  // the front end only picks this kernel at the AVX-512 level
 #endif
 }
 
