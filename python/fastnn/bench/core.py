@@ -56,7 +56,7 @@ class Contender:
     check: Optional[Callable[[], Any]] = None  # returns the outputs to compare (default: fn())
     best: bool = False           # in-process "at its best" variant of its peer
     sync: Optional[Callable[[], None]] = None  # e.g. device synchronisation after fn
-    memory: Optional[Callable[[], Optional[int]]] = None  # peak extra bytes of one call
+    memory: Optional[Callable[[], Any]] = None  # peak extra bytes of one call, or (peak, bytes of its outputs)
 
 
 @dataclasses.dataclass

@@ -180,11 +180,13 @@ def table(recs, run, out):
                   f"{r['limit_same_window']:.1f} GB/s{cached}", file=out)
     mem = [r for r in recs if any(x.get("peak_extra_bytes") is not None for x in r.get("results", []))]
     if mem:
-        print("  peak extra memory of one call (MiB):", file=out)
+        print("  peak extra memory of one call (MiB; in brackets: of which the returned outputs, the rest being "
+              "workspace):", file=out)
         for r in mem:
             print(f"    {r['op']} {r['shape']}: " + ", ".join(
-                f"{x['name']} {x['peak_extra_bytes'] / 2**20:.1f}" for x in r["results"]
-                if x.get("peak_extra_bytes") is not None), file=out)
+                f"{x['name']} {x['peak_extra_bytes'] / 2**20:.1f}"
+                + (f" [{x['output_bytes'] / 2**20:.1f}]" if x.get("output_bytes") is not None else "")
+                for x in r["results"] if x.get("peak_extra_bytes") is not None), file=out)
     out.flush()
 
 

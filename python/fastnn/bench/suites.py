@@ -426,8 +426,7 @@ def attention_cases(cfg):
                         fastnn._C.reset_peak_memory_stats()
                         r = f()
                         peak = fastnn.memory_stats()["peak_allocated_bytes"]
-                        del r
-                        return int(peak - before)
+                        return int(peak - before), _output_bytes(r)
                     fnn.memory = fnn_mem
                 cs = [fnn]
                 if "numpy" in cfg.baselines:
@@ -474,9 +473,19 @@ def _tracemalloc_peak(fn):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        del r
-        return int(peak)
+        return int(peak), _output_bytes(r)
     return measure
+
+
+def _output_bytes(r):
+    """Bytes of the arrays a call returned: the part of its peak memory that is its result, not
+    workspace (o, dq, dk, dv and lse for attention fwd+bwd)."""
+    if isinstance(r, (tuple, list)):
+        return sum(_output_bytes(x) for x in r)
+    n = getattr(r, "nbytes", None)
+    if n is None and hasattr(r, "numel") and hasattr(r, "element_size"):
+        n = r.numel() * r.element_size()
+    return int(n) if n is not None else 0
 
 
 # ---- Adam ----------------------------------------------------------------------------------
