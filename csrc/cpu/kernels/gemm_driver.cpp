@@ -67,6 +67,15 @@ inline int64_t k_blocks(int64_t k, int64_t kc) {
   return std::max<int64_t>(1, cdiv(k, kc));
 }
 
+// Largest multiple of `align` <= `max_block` cutting n into equal blocks: 4096 columns with
+// nc = 672 become 6 x 672 + 64 -> 7 x 608, never a thin last block that re-streams the
+// whole other operand for a sliver of work (and, along M, repacks all of B for it).
+inline int64_t balanced_block(int64_t n, int64_t max_block, int64_t align) {
+  if (n <= max_block) return n;
+  const int64_t blocks = cdiv(n, max_block);
+  return std::min(max_block, cdiv(cdiv(n, blocks), align) * align);
+}
+
 constexpr int64_t kDirectMaxK = 1024;  // the direct path's A panel: MR x k floats on the stack
 
 // [begin, end) of part `t` of `n` units split `parts` ways, in multiples of `align`.
@@ -183,8 +192,10 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
     int64_t n0 = 0, n1 = n;
     if (split_n) split_range(n, nt, tid, kGemmNR, &n0, &n1);
     float* bbuf = b_bufs[tid];
-    for (int64_t ic = 0; ic < m; ic += blk.mc) {
-      const int64_t mc = std::min(blk.mc, m - ic);
+    const int64_t mc_step = balanced_block(m, blk.mc, kGemmMR);
+    const int64_t nc_step = balanced_block(n1 - n0, blk.nc, kGemmNR);
+    for (int64_t ic = 0; ic < m; ic += mc_step) {
+      const int64_t mc = std::min(mc_step, m - ic);
       const int64_t panels = cdiv(mc, kGemmMR);
       int64_t ir0 = 0, ir1 = panels;
       if (!split_n) split_range(panels, nt, tid, 1, &ir0, &ir1);
@@ -205,8 +216,8 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
         ep.alpha = g.alpha;
         ep.beta = kb == 0 ? g.beta : 1.0f;
         const bool last = kb == nk - 1;
-        for (int64_t jc = n0; jc < n1; jc += blk.nc) {
-          const int64_t ncb = std::min(blk.nc, n1 - jc);
+        for (int64_t jc = n0; jc < n1; jc += nc_step) {
+          const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
           for (int64_t ir = ir0; ir < ir1; ++ir) {
             const int64_t i0 = ic + ir * kGemmMR;
