@@ -131,6 +131,8 @@ FWD_CASES = [
     (1, 1, 7, 1000, 64, True, True),
     (1, 1, 1000, 7, 32, False, False),
     (1, 1, 130, 200, 16, True, False),
+    # 20 queries: a 32-lane query block (the microkernel's 2-vector step) over two key blocks
+    (1, 2, 20, 70, 64, False, False),
 ]
 
 
@@ -251,6 +253,8 @@ BWD_CASES = [
     (1, 2, 65, 63, 80, True, False),
     (1, 1, 1, 70, 128, False, True),
     (1, 1, 130, 129, 32, True, True),
+    # 17 keys: a 32-lane key block (the microkernel's 2-vector step); causal with Nq > Nk
+    (1, 2, 33, 17, 64, True, True),
 ]
 
 

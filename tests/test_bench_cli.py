@@ -219,6 +219,27 @@ def test_probe_is_cached(tmp_path, capsys):
     assert rc == 0 and "cached" in out
 
 
+@pytest.mark.skipif(not hasattr(fastnn._C, "_probe_adam_pattern"), reason="probes not in this build")
+def test_adam_limit_is_also_probed_on_the_same_buffers(tmp_path, capsys):
+    # #6: the fraction of the bandwidth limit is reported twice: against the cached probe and against
+    # the same probe loop timed on the case's buffers in the same rounds as fastnn (both printed).
+    path = tmp_path / "a.json"
+    rc, out, err = _run(capsys, "adam", *TINY, "--baselines", "numpy", "--only", "adam step", "--json", str(path))
+    assert rc == 0, err
+    assert "same-buffer probe" in out and "cached probe" in out
+    doc = json.loads(path.read_text())
+    schema.validate(doc)
+    schema.validate(doc, use_jsonschema=False)
+    (case,) = doc["cases"]
+    (probe,) = [r for r in case["results"] if r["peer"] == "limit"]
+    f = next(r for r in case["results"] if r["peer"] == "fastnn")
+    assert probe["ratio"] > 0 and probe["repeats"] == f["repeats"]
+    assert case["fraction_of_same_window_limit"] == pytest.approx(probe["ratio"])
+    assert case["limit_same_window"] == pytest.approx(case["rate"] / probe["ratio"])
+    assert "limit" not in case["speedup"] and "numpy" in case["speedup"]
+    assert case["fraction_of_limit"] == pytest.approx(case["rate"] / case["limit"])
+
+
 @needs_gemm
 def test_numpy_best_child_process(tmp_path, capsys):
     path = tmp_path / "r.json"

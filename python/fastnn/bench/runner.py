@@ -197,6 +197,10 @@ class Run:
             rec["results"].append(r)
         for r in rec["results"]:
             r["ratio"] = r["median_ms"] / fmed if fmed else None
+        ftimes = next((ts for c, ts in zip(ok, times) if c.peer == "fastnn"), None)
+        for c, ts, r in zip(ok, times, rec["results"]):
+            if c.peer == core.LIMIT and ftimes:  # probe_i / fastnn_i, round by round
+                r["ratio"] = paired_ratio(ts, ftimes)
         self._finish(rec)
         return rec
 
@@ -215,8 +219,12 @@ class Run:
         rec["limit"] = lim
         rec["fraction_of_limit"] = (rate / lim) if (rate and lim) else None
         sp = {}
+        probe = [r for r in rec["results"] if r["peer"] == core.LIMIT and r.get("ratio")]
+        if probe and rate:  # the limit timed on the same buffers in the same rounds as fastnn
+            rec["fraction_of_same_window_limit"] = probe[0]["ratio"]  # = probe time / fastnn time
+            rec["limit_same_window"] = rate / probe[0]["ratio"]
         for r in rec["results"]:
-            if r["peer"] == "fastnn" or r.get("ratio") is None:
+            if r["peer"] in ("fastnn", core.LIMIT) or r.get("ratio") is None:
                 continue
             sp[r["peer"]] = min(sp.get(r["peer"], float("inf")), r["ratio"])
         rec["speedup"] = sp

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .core import EPS32, Case, Contender, NotAvailable
+from .core import EPS32, LIMIT, Case, Contender, NotAvailable
 from .machine import optional_torch
 
 
@@ -584,6 +584,13 @@ def adam_cases(cfg):
             adam_(ps, gs, ms, vs, step=1, **ADAM)
             return ps + ms + vs
         cs = [Contender("fastnn", "fastnn", fnn_step, check=fnn_check, sync=dev.sync)]
+        import fastnn
+
+        probe = getattr(fastnn._C, "_probe_adam_pattern", None)
+        if probe is not None and cfg.device == "cpu":
+            # this machine's limit for the pattern, on fastnn's own buffers (values unchanged)
+            cs.append(Contender("probe[adam pattern]", LIMIT, lambda fp=fp, fg=fg, fm=fm, fv=fv: probe(fp, fg, fm, fv),
+                                variant="same buffers, plain loop"))
         if "numpy" in cfg.baselines:
             ns = fresh()
             opt = NumpyAdam(*([t[i] for t in ns] for i in range(4)))
