@@ -219,12 +219,22 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
         for (int64_t jc = n0; jc < n1; jc += nc_step) {
           const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
+          // The next A micro-panel is fetched into L2 a slice per microkernel call: the A block
+          // lives in L3 (it is larger than L2 beside the B block once m*kc >~ 1M floats), and
+          // otherwise each panel's first call waits on L3 latency for every line of it.
+          const int64_t a_lines = cdiv(kGemmMR * kc * int64_t(sizeof(float)), 64);
+          const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, kGemmNR));
           for (int64_t ir = ir0; ir < ir1; ++ir) {
             const int64_t i0 = ic + ir * kGemmMR;
             const float* ap = a_buf + ir * kGemmMR * kc;
+            const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + kGemmMR * kc) : nullptr;
             const int64_t m_valid = std::min<int64_t>(kGemmMR, m - i0);
             ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
             for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
+              if (ap_next) {
+                const int64_t l0 = jr / kGemmNR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
+                for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(ap_next + 64 * l, 0, 2);
+              }
               const int64_t j0 = jc + jr;
               ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
               ep.act = last ? g.activation : Activation::none;
