@@ -293,9 +293,8 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
             }
         }
       }
-    if (by_image) {
+    // Every row must be finished before any is unpacked (the unpack splits rows differently).
 #pragma omp barrier
-    }
     // Unpack (and, by image, reduce in thread order) into OIHW: row (g, tile, c) -> dw[g*Og + o][c][tap].
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
