@@ -126,6 +126,7 @@ CASES = [
     (2, 2, 30, 70, 5, 3, 3, 1, 1, 1, 1),           # same width, 2100 pixels: grad-weight sums image chunks
     (4, 26, 7, 18, 40, 3, 3, 1, "same", 2, 2),     # same width, groups + dilation, 13 channels per group
     (4, 20, 6, 17, 35, 4, 2, 1, "same", 1, 1),     # same width, even kernel (asymmetric pads), O not a multiple of 32
+    (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -292,7 +293,7 @@ def test_conv2d_hypothesis(N, Cg, Og, G, H, W, kh, kw, sh, sw, ph, pw, dh, dw, s
 
 
 # ---------------------------------------------------------------------------------------
-def test_zero_size(rng):
+def test_zero_size(simd_level, rng):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     y = ops.conv2d(np.zeros((0, 3, 5, 5), np.float32), w, padding=1)
     assert tuple(y.shape) == (0, 4, 5, 5)

@@ -30,10 +30,12 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
-# The CI subset: the reliability suites (every public op, threads, determinism) plus the CUDA
-# emulator and optimizer suites (fiber switching, faults and exceptions inside kernels).
+# The CI subset: every public op (forward and backward kernels of every family) on the CPU at each
+# SIMD level and on the emulated CUDA device in four thread orders, and whole training runs
+# (test_determinism); ops and training steps from several threads (test_concurrency); the CUDA
+# emulator itself (fiber switching, faults and exceptions inside kernels) and the tensor core.
 SANITIZE_TESTS=(tests/test_determinism.py tests/test_concurrency.py tests/test_cuda_emulator.py
-                tests/test_cuda_optim.py tests/test_tensor.py)
+                tests/test_tensor.py)
 # Deselected under ASan: the emulator's fiber stack-overflow test (the overflow fault is handled on
 # the emulator's alternate signal stack; ASan's runtime exits with status 1 without a report there).
 if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}" -k "not stack_overflow"; fi
