@@ -90,7 +90,12 @@ def render(doc, notes=()) -> str:
             else:
                 row.append(f"{_ms(c.get('rate'))} {c['unit']}" if c.get("rate") else "–")
             row.append(f"{100 * c['fraction_of_limit']:.0f}%" if c.get("fraction_of_limit") else "–")
+            if c.get("fraction_of_same_window_limit"):
+                row[-1] += f" ({100 * c['fraction_of_same_window_limit']:.0f}% of {c['limit_same_window']:.1f} GB/s)"
             lines.append("| " + " | ".join(row) + " |")
+        if any(c.get("fraction_of_same_window_limit") for c in cases):
+            lines += ["", "% of limit: of the cached probe (best ever measured); in parentheses: of the same probe loop "
+                      "timed on the case's own buffers, alternating with fastnn (same time window)."]
         mem = [(c, r) for c in cases for r in c["results"] if r.get("peak_extra_bytes") is not None]
         if mem:
             lines += ["", "Peak extra memory of one call: " + "; ".join(

@@ -251,6 +251,8 @@ BWD_CASES = [
     (1, 2, 65, 63, 80, True, False),
     (1, 1, 1, 70, 128, False, True),
     (1, 1, 130, 129, 32, True, True),
+    # 17 keys: a 32-lane key block (the microkernel's 2-vector step); causal with Nq > Nk
+    (1, 2, 33, 17, 64, True, True),
 ]
 
 

@@ -68,6 +68,9 @@ def test_table_and_json_validate(tmp_path, capsys):
     schema.validate(doc)                       # jsonschema when installed
     schema.validate(doc, use_jsonschema=False)  # the built-in validator
     assert doc["machine"]["threads"] == 1 and doc["size"] == "tiny" and doc["exit_code"] == 0
+    # where the time went: the main process only (no child with --no-malloc-child and no --numpy-best)
+    assert [(p["suite"], p["phase"]) for p in doc["phases"]] == [("attention", "main")]
+    assert doc["phases"][0]["seconds"] > 0 and "(attention main " in out
     cases = doc["cases"]
     assert len(cases) == 4 and all(c["status"] == "ok" for c in cases)
     for c in cases:
@@ -80,6 +83,13 @@ def test_table_and_json_validate(tmp_path, capsys):
         assert c["speedup"]["numpy"] == pytest.approx(best)
         assert c["rate"] > 0
     assert any(r.get("peak_extra_bytes") is not None for c in cases for r in c["results"])
+    # the returned outputs are told apart from workspace: B1 H2 N24 D16 float32 is 3072 bytes per tensor;
+    # fwd returns o, fwd+bwd returns o, dq, dk, dv (fastnn's logsumexp is passed on, not returned)
+    for c in cases:
+        outs = {r["name"]: r.get("output_bytes") for r in c["results"] if r.get("peak_extra_bytes") is not None}
+        fwd = c["op"] == "attention fwd"
+        assert outs["fastnn"] == outs["numpy"] == (3072 if fwd else 4 * 3072)
+        assert all(r["peak_extra_bytes"] >= r["output_bytes"] for r in c["results"] if r.get("output_bytes"))
 
     # bench/make_results.py turns the same JSON into RESULTS.md, labelled as a non-full run
     import importlib.util
@@ -209,6 +219,27 @@ def test_probe_is_cached(tmp_path, capsys):
     assert rc == 0 and "cached" in out
 
 
+@pytest.mark.skipif(not hasattr(fastnn._C, "_probe_adam_pattern"), reason="probes not in this build")
+def test_adam_limit_is_also_probed_on_the_same_buffers(tmp_path, capsys):
+    # #6: the fraction of the bandwidth limit is reported twice: against the cached probe and against
+    # the same probe loop timed on the case's buffers in the same rounds as fastnn (both printed).
+    path = tmp_path / "a.json"
+    rc, out, err = _run(capsys, "adam", *TINY, "--baselines", "numpy", "--only", "adam step", "--json", str(path))
+    assert rc == 0, err
+    assert "same-buffer probe" in out and "cached probe" in out
+    doc = json.loads(path.read_text())
+    schema.validate(doc)
+    schema.validate(doc, use_jsonschema=False)
+    (case,) = doc["cases"]
+    (probe,) = [r for r in case["results"] if r["peer"] == "limit"]
+    f = next(r for r in case["results"] if r["peer"] == "fastnn")
+    assert probe["ratio"] > 0 and probe["repeats"] == f["repeats"]
+    assert case["fraction_of_same_window_limit"] == pytest.approx(probe["ratio"])
+    assert case["limit_same_window"] == pytest.approx(case["rate"] / probe["ratio"])
+    assert "limit" not in case["speedup"] and "numpy" in case["speedup"]
+    assert case["fraction_of_limit"] == pytest.approx(case["rate"] / case["limit"])
+
+
 @needs_gemm
 def test_numpy_best_child_process(tmp_path, capsys):
     path = tmp_path / "r.json"
@@ -246,9 +277,10 @@ def test_child_ratio_is_the_median_of_per_round_ratios():
     assert runner.paired_ratio([], []) is None
 
 
-def test_child_pass_retries_a_drifting_child_and_keeps_the_closer_run(monkeypatch):
+def _drifting_child_run(monkeypatch, size):
+    """A Run whose first child times fastnn at 3x its main-process time, the second at 1.1x."""
     run = runner.Run.__new__(runner.Run)
-    run.notes, run.ui = [], runner.report.Progress(enabled=False)
+    run.notes, run.ui, run.size = [], runner.report.Progress(enabled=False), size
     rec = {"id": "c", "status": "ok", "results": [dict(name="fastnn", peer="fastnn", process="main", median_ms=1.0,
                                                        min_ms=1.0, max_ms=1.0, repeats=3, best=False, ratio=1.0)],
            "refused": [], "work": 1.0, "samples": None, "unit": "GB/s", "limit_kind": "none", "threads": 1}
@@ -258,7 +290,21 @@ def test_child_pass_retries_a_drifting_child_and_keeps_the_closer_run(monkeypatc
     monkeypatch.setattr(runner.Run, "_run_child", lambda self, *a: calls.append(a) or next(children))
     monkeypatch.setattr(runner.Run, "_finish", lambda self, r: None)
     run.child_pass("adam", [rec], "blas-best", {}, (), lambda r: ["numpy[out=]"])
+    return run, rec, calls
+
+
+def test_child_pass_retries_a_drifting_child_and_keeps_the_closer_run(monkeypatch):
+    run, rec, calls = _drifting_child_run(monkeypatch, "full")
     assert len(calls) == 2  # the first child's fastnn was 3x the main process's: run again
     child = rec["results"][-1]
     assert child["fastnn_in_child_ms"] == pytest.approx(1.1) and child["ratio"] == pytest.approx(5 / 1.1)
     assert child["child_attempts"] == 2 and not run.notes
+
+
+def test_quick_tour_runs_each_child_once_and_notes_a_drift(monkeypatch):
+    # bare `fastnn bench` must stay inside its time limit: no second child, but the drift is said
+    run, rec, calls = _drifting_child_run(monkeypatch, "quick")
+    assert len(calls) == 1
+    child = rec["results"][-1]
+    assert child["fastnn_in_child_ms"] == pytest.approx(3.0) and child["child_attempts"] == 1
+    assert len(run.notes) == 1 and "3 ms in the blas-best child vs 1 ms in the main process" in run.notes[0]

@@ -126,6 +126,13 @@ CASES = [
     (2, 2, 30, 70, 5, 3, 3, 1, 1, 1, 1),           # same width, 2100 pixels: grad-weight sums image chunks
     (4, 26, 7, 18, 40, 3, 3, 1, "same", 2, 2),     # same width, groups + dilation, 13 channels per group
     (4, 20, 6, 17, 35, 4, 2, 1, "same", 1, 1),     # same width, even kernel (asymmetric pads), O not a multiple of 32
+    # >= 16 channels per group in and out, stride 1: AVX-512 output-channel-vectorised kernel (conv_ocvec.cpp)
+    (1, 32, 3, 13, 33, 3, 3, 1, 1, 1, 1),          # batch 1 (tile ranges split), 12 + 1 pixel tiles, 2 K blocks, O = 33
+    (2, 40, 5, 17, 48, 3, 3, 1, "same", 2, 2),     # groups 2 (20 -> 24 per group), dilation 2
+    (33, 16, 4, 4, 16, 3, 3, 1, 0, 1, 1),          # batch 33, 'valid' (grad-input: transposed padding 2)
+    (1, 17, 6, 5, 18, 5, 5, 1, 4, 1, 1),           # 5x5, padding beyond the image; odd channel counts
+    (1, 16, 7, 7, 16, 3, 3, 1, 3, 1, 1),           # grad-input with transposed padding -1
+    (2, 16, 6, 6, 16, 3, 3, 2, 1, 1, 1),           # stride 2: not this kernel (igemm), same channel counts
     (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]

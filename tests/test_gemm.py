@@ -118,6 +118,14 @@ def test_gemm_sizes(simd_level, threads, m, k, n, rng):
     run_case(rng, m, k, n, trans_b=True, with_bias=True, beta=2.0, with_c=True, activation="relu")
 
 
+@pytest.mark.parametrize("m,k,n", [(4105, 1030, 5), (13, 1030, 1500), (4097, 1025, 33)])
+def test_gemm_balanced_blocks(simd_level, threads, m, k, n, rng):
+    # Packed path (k > 1024) with M above the A block height (mc = 4092 on AVX-512) and N
+    # above the B block width (nc = 672) per thread: the rows / columns are cut into equal
+    # blocks (gemm_driver.cpp balanced_block), with ragged MR / NR edges in each of them.
+    run_case(rng, m, k, n, with_bias=True, beta=0.5, with_c=True, activation="relu")
+
+
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("alpha,beta,with_c", [(1.0, 0.0, False), (-0.75, 0.0, True), (1.0, 1.0, True),
                                                (2.0, -0.5, True), (0.0, 0.3, True)])

@@ -8,6 +8,7 @@
 #include "bindings/common.h"
 #include "core/cuda_backend.h"
 #include "fastnn/optim.h"
+#include "fastnn/probe.h"
 
 namespace fastnn::bindings {
 namespace {
@@ -167,6 +168,31 @@ FASTNN_BINDINGS(optim) {
       py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"),
       py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
       py::arg("decoupled"), py::arg("maximize"), py::arg("amsgrad"), py::arg("grad_scale"), py::arg("found_inf"));
+
+  // `fastnn bench adam`'s limit, timed on the benchmark's own buffers (see fastnn/probe.h).
+  m.def(
+      "_probe_adam_pattern",
+      [](py::handle params, py::handle grads, py::handle exp_avgs, py::handle exp_avg_sqs) {
+        const char* op = "_probe_adam_pattern";
+        Device dev;
+        TensorList p = get_list(params, op, "params", nullptr, nullptr, &dev);
+        TensorList g = get_list(grads, op, "grads", &p.ts, "params", &dev);
+        TensorList m1 = get_list(exp_avgs, op, "exp_avgs", &p.ts, "params", &dev);
+        TensorList m2 = get_list(exp_avg_sqs, op, "exp_avg_sqs", &p.ts, "params", &dev);
+        FASTNN_CHECK(!on_cuda(dev), ValueError, op, ": argument 'params': expected CPU tensors, got tensors on ",
+                     dev.str());
+        std::vector<int64_t> numels = numels_of(p);
+        std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
+        AdamArgs a;
+        a.num_tensors = static_cast<int64_t>(p.ts.size());
+        a.params = p.ptrs.data();
+        a.grads = gp.data();
+        a.exp_avgs = m1.ptrs.data();
+        a.exp_avg_sqs = m2.ptrs.data();
+        a.numels = numels.data();
+        without_gil([&] { cpu::probe_adam_pattern(a); });
+      },
+      py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"));
 
   m.def(
       "sgd_",

@@ -17,6 +17,7 @@ namespace fastnn::cpu {
 
 FASTNN_CPU_DECLARE_ALL_ISAS(
     void conv2d_forward_igemm(const Conv2dArgs& a);
+    void conv2d_forward_ocvec(const Conv2dArgs& a);
     void conv2d_backward_input_igemm(const Conv2dArgs& a);
     void conv2d_backward_weight_igemm(const Conv2dArgs& a);
     void conv2d_forward_direct(const Conv2dArgs& a);
@@ -53,7 +54,19 @@ bool use_transposed_forward(const Conv2dArgs& a) {
   return simd_level() == SimdLevel::avx512 && a.out_w == a.in_w && a.in_channels / a.groups >= 3;
 }
 
-void forward_igemm(const Conv2dArgs& b) { FASTNN_CPU_DISPATCH(conv2d_forward_igemm, b); }
+// Many channels, stride 1, AVX-512: output channels in the vector lanes over a zero-bordered
+// copy of the image (kernels/conv_ocvec.cpp); the pixel-vectorised implicit GEMM's masked
+// unaligned loads ran at ~70 % of the FMA rate there.
+bool use_ocvec(const Conv2dArgs& a) {
+  const int64_t Cg = a.in_channels / a.groups, Og = a.out_channels / a.groups;
+  return simd_level() == SimdLevel::avx512 && a.stride_h == 1 && a.stride_w == 1 && Cg >= 16 && Og >= 16 &&
+         a.kernel_h * a.kernel_w <= 64;
+}
+
+void forward_igemm(const Conv2dArgs& b) {
+  if (use_ocvec(b)) FASTNN_CPU_DISPATCH(conv2d_forward_ocvec, b);
+  FASTNN_CPU_DISPATCH(conv2d_forward_igemm, b);
+}
 
 void backward_input_as_forward(const Conv2dArgs& a) {
   const int64_t G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G, kh = a.kernel_h, kw = a.kernel_w;
@@ -113,7 +126,7 @@ void conv2d_forward(const Conv2dArgs& a) {
     return;
   }
   if (use_direct(a)) FASTNN_CPU_DISPATCH(conv2d_forward_direct, a);
-  FASTNN_CPU_DISPATCH(conv2d_forward_igemm, a);
+  forward_igemm(a);
 }
 
 void conv2d_backward_input(const Conv2dArgs& a) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/parallel.h"
 #include "fastnn/optim.h"
 
 namespace fastnn::cpu {
@@ -15,28 +16,20 @@ FASTNN_CPU_DECLARE_ALL_ISAS(
     double grad_norm(const GradNormArgs& a, const int64_t* prefix);
     void scale_(const ScaleArgs& a, const int64_t* prefix);)
 
-namespace {
-std::vector<int64_t> prefix_of(const int64_t* numels, int64_t n) {
-  std::vector<int64_t> p(static_cast<size_t>(n) + 1, 0);
-  for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i) + 1] = p[static_cast<size_t>(i)] + numels[i];
-  return p;
-}
-}  // namespace
-
 void adam(const AdamArgs& a) {
-  auto p = prefix_of(a.numels, a.num_tensors);
+  auto p = list_prefix(a.numels, a.num_tensors);
   FASTNN_CPU_DISPATCH(adam, a, p.data());
 }
 void sgd(const SgdArgs& a) {
-  auto p = prefix_of(a.numels, a.num_tensors);
+  auto p = list_prefix(a.numels, a.num_tensors);
   FASTNN_CPU_DISPATCH(sgd, a, p.data());
 }
 double grad_norm(const GradNormArgs& a) {
-  auto p = prefix_of(a.numels, a.num_tensors);
+  auto p = list_prefix(a.numels, a.num_tensors);
   FASTNN_CPU_DISPATCH(grad_norm, a, p.data());
 }
 void scale_(const ScaleArgs& a) {
-  auto p = prefix_of(a.numels, a.num_tensors);
+  auto p = list_prefix(a.numels, a.num_tensors);
   FASTNN_CPU_DISPATCH(scale_, a, p.data());
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "fastnn/config.h"
 
@@ -34,6 +35,47 @@ void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
     const int64_t b = std::min<int64_t>(n, t * chunk);
     const int64_t e = std::min<int64_t>(n, b + chunk);
     if (b < e) fn(b, e);
+  }
+}
+
+// Multi-tensor loops (fused optimizers and their bandwidth probe): the list is treated as one
+// concatenated element range [0, prefix[num_tensors]) (prefix[t] = start of tensor t), cut
+// into one contiguous chunk per thread whose bounds are multiples of 16 elements, so that 200
+// small tensors still keep every core busy in a single parallel region, and no two threads
+// write the same 64-byte line when the tensors are 64-byte aligned. Each thread walks the
+// tensors its chunk overlaps: fn(tensor_index, begin, end) with offsets inside the tensor.
+inline std::vector<int64_t> list_prefix(const int64_t* numels, int64_t num_tensors) {
+  std::vector<int64_t> p(static_cast<size_t>(num_tensors) + 1, 0);
+  for (int64_t i = 0; i < num_tensors; ++i) p[static_cast<size_t>(i) + 1] = p[static_cast<size_t>(i)] + numels[i];
+  return p;
+}
+
+template <typename Fn>
+void for_each_list_chunk(int64_t num_tensors, const int64_t* prefix, int64_t grain, Fn&& fn) {
+  const int64_t total = prefix[num_tensors];
+  if (total <= 0) return;
+  const int nt = threads_for(total, grain);
+  auto run = [&](int64_t b, int64_t e) {
+    int64_t t = std::upper_bound(prefix, prefix + num_tensors + 1, b) - prefix - 1;
+    while (b < e && t < num_tensors) {
+      const int64_t te = std::min(e, prefix[t + 1]);
+      if (te > b) fn(t, b - prefix[t], te - prefix[t]);
+      b = te;
+      ++t;
+    }
+  };
+  if (nt == 1) {
+    run(0, total);
+    return;
+  }
+  int64_t chunk = (total + nt - 1) / nt;
+  chunk = (chunk + 15) / 16 * 16;
+#pragma omp parallel num_threads(nt)
+  {
+    const int64_t tid = omp_get_thread_num();
+    const int64_t b = std::min(total, tid * chunk);
+    const int64_t e = std::min(total, b + chunk);
+    if (b < e) run(b, e);
   }
 }
 

@@ -4,15 +4,18 @@
 #include <omp.h>
 
 #include <cstring>
+#include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/parallel.h"
 #include "fastnn/allocator.h"
 
 namespace fastnn::cpu {
 FASTNN_CPU_DECLARE_ALL_ISAS(
     double probe_fma_gflops_isa(int threads, double seconds);
     double probe_bandwidth_isa(int pattern, float* a, float* b, float* c, float* d, int64_t n, int threads,
-                               int repeats);)
+                               int repeats);
+    void probe_adam_pattern_isa(const AdamArgs& a, const int64_t* prefix);)
 
 double probe_fma_gflops(int threads, double seconds) {
   FASTNN_CPU_DISPATCH(probe_fma_gflops_isa, threads, seconds);
@@ -38,6 +41,11 @@ double probe_bandwidth_gbs(int pattern, int64_t n, int threads, int repeats) {
   r = run();
   for (auto p : buf) cpu_allocator::release(p);
   return r;
+}
+
+void probe_adam_pattern(const AdamArgs& lists) {
+  const std::vector<int64_t> prefix = list_prefix(lists.numels, lists.num_tensors);
+  FASTNN_CPU_DISPATCH(probe_adam_pattern_isa, lists, prefix.data());
 }
 
 }  // namespace fastnn::cpu

@@ -67,6 +67,15 @@ inline int64_t k_blocks(int64_t k, int64_t kc) {
   return std::max<int64_t>(1, cdiv(k, kc));
 }
 
+// Largest multiple of `align` <= `max_block` cutting n into equal blocks: 4096 columns with
+// nc = 672 become 6 x 672 + 64 -> 7 x 608, never a thin last block that re-streams the
+// whole other operand for a sliver of work (and, along M, repacks all of B for it).
+inline int64_t balanced_block(int64_t n, int64_t max_block, int64_t align) {
+  if (n <= max_block) return n;
+  const int64_t blocks = cdiv(n, max_block);
+  return std::min(max_block, cdiv(cdiv(n, blocks), align) * align);
+}
+
 constexpr int64_t kDirectMaxK = 1024;  // the direct path's A panel: MR x k floats on the stack
 
 // [begin, end) of part `t` of `n` units split `parts` ways, in multiples of `align`.
@@ -183,8 +192,10 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
     int64_t n0 = 0, n1 = n;
     if (split_n) split_range(n, nt, tid, kGemmNR, &n0, &n1);
     float* bbuf = b_bufs[tid];
-    for (int64_t ic = 0; ic < m; ic += blk.mc) {
-      const int64_t mc = std::min(blk.mc, m - ic);
+    const int64_t mc_step = balanced_block(m, blk.mc, kGemmMR);
+    const int64_t nc_step = balanced_block(n1 - n0, blk.nc, kGemmNR);
+    for (int64_t ic = 0; ic < m; ic += mc_step) {
+      const int64_t mc = std::min(mc_step, m - ic);
       const int64_t panels = cdiv(mc, kGemmMR);
       int64_t ir0 = 0, ir1 = panels;
       if (!split_n) split_range(panels, nt, tid, 1, &ir0, &ir1);
@@ -205,15 +216,25 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
         ep.alpha = g.alpha;
         ep.beta = kb == 0 ? g.beta : 1.0f;
         const bool last = kb == nk - 1;
-        for (int64_t jc = n0; jc < n1; jc += blk.nc) {
-          const int64_t ncb = std::min(blk.nc, n1 - jc);
+        for (int64_t jc = n0; jc < n1; jc += nc_step) {
+          const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
+          // The next A micro-panel is fetched into L2 a slice per microkernel call: the A block
+          // lives in L3 (it is larger than L2 beside the B block once m*kc >~ 1M floats), and
+          // otherwise each panel's first call waits on L3 latency for every line of it.
+          const int64_t a_lines = cdiv(kGemmMR * kc * int64_t(sizeof(float)), 64);
+          const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, kGemmNR));
           for (int64_t ir = ir0; ir < ir1; ++ir) {
             const int64_t i0 = ic + ir * kGemmMR;
             const float* ap = a_buf + ir * kGemmMR * kc;
+            const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + kGemmMR * kc) : nullptr;
             const int64_t m_valid = std::min<int64_t>(kGemmMR, m - i0);
             ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
             for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
+              if (ap_next) {
+                const int64_t l0 = jr / kGemmNR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
+                for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(ap_next + 64 * l, 0, 2);
+              }
               const int64_t j0 = jc + jr;
               ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
               ep.act = last ? g.activation : Activation::none;

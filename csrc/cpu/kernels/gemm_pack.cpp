@@ -137,10 +137,30 @@ void pack_strided(int64_t rows, int64_t kc, const float* src, int64_t rs, int64_
   }
 }
 
+// Several full panels of a slab with unit stride along the panel width (row-major B): one
+// sequential pass over each source row, its W-float pieces going to the panels' k-th rows.
+// Panel by panel, each source row would instead be visited once per panel for 4*W bytes: with
+// a wide row stride that is a new page, TLB entry and prefetch stream every 128 bytes
+// (measured ~6 % of a 1024^3 product in gemm_pack_b before this path existed).
+template <int W>
+void pack_copy_rows(int64_t panels, int64_t kc, const float* src, int64_t ld, float* out) {
+  const int64_t panel_stride = W * kc;
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* s = src + p * ld;
+    float* o = out + p * W;
+    for (int64_t j = 0; j < panels; ++j) std::memcpy(o + j * panel_stride, s + j * W, W * sizeof(float));
+  }
+}
+
 template <int W>
 void pack_panels(int64_t extent, int64_t kc, const float* x, int64_t rs /*along panel*/, int64_t ks /*along k*/,
                  float* out) {
-  for (int64_t r0 = 0; r0 < extent; r0 += W) {
+  int64_t start = 0;
+  if (rs == 1 && kc > 0 && extent >= 2 * W) {
+    start = extent / W * W;
+    pack_copy_rows<W>(extent / W, kc, x, ks, out);
+  }
+  for (int64_t r0 = start; r0 < extent; r0 += W) {
     const int64_t rows = extent - r0 < W ? extent - r0 : W;
     const float* src = x + r0 * rs;
     float* o = out + r0 * kc;  // panel (r0 / W) starts at (r0 / W) * W * kc

@@ -1,9 +1,9 @@
 // Fused multi-tensor optimizer kernels: Adam/AdamW, SGD, gradient norm and scaling.
 //
-// Algorithm: the tensor list is treated as one concatenated element range [0, total)
-// (prefix[] holds the start of each tensor); the range is cut into one contiguous,
-// 16-element-aligned chunk per thread, so 200 small tensors still keep both cores busy,
-// and each thread walks the tensors its chunk overlaps. Each element is touched once:
+// Algorithm: the tensor list is treated as one concatenated element range, cut into one
+// contiguous, 16-element-aligned chunk per thread in a single parallel region
+// (cpu::for_each_list_chunk), so 200 small tensors still keep both cores busy. Each
+// element is touched once, with a software prefetch 4 KiB ahead in every stream:
 // Adam reads p, g, m, v and writes p, m, v (28 B/param; 36 B with amsgrad).
 // Bound: memory bandwidth from DRAM; the divider in cache. Per 16 floats the work is 1 sqrt
 // and 1 div (~22 cycles of the divider on SPR-class cores; a second division by
@@ -25,38 +25,27 @@
 
 namespace {
 
-// Below this many elements a second thread costs more (wake-up ~ several us) than it saves.
-constexpr int64_t kOptimGrain = 32768;
-
-// Runs fn(tensor_index, begin, end) (element offsets inside the tensor) over the parts of
-// the concatenated range that belong to each thread. nt threads, 16-element-aligned cuts.
+// Runs fn(tensor_index, begin, end) over each thread's chunk of the concatenated list.
 template <typename Fn>
 void for_each_chunk(int64_t num_tensors, const int64_t* prefix, Fn&& fn) {
-  const int64_t total = prefix[num_tensors];
-  if (total <= 0) return;
-  const int nt = fastnn::cpu::threads_for(total, kOptimGrain);
-  auto run = [&](int64_t b, int64_t e) {
-    int64_t t = std::upper_bound(prefix, prefix + num_tensors + 1, b) - prefix - 1;
-    while (b < e && t < num_tensors) {
-      const int64_t te = std::min(e, prefix[t + 1]);
-      if (te > b) fn(t, b - prefix[t], te - prefix[t]);
-      b = te;
-      ++t;
-    }
-  };
-  if (nt == 1) {
-    run(0, total);
-    return;
-  }
-  int64_t chunk = (total + nt - 1) / nt;
-  chunk = (chunk + 15) / 16 * 16;
-#pragma omp parallel num_threads(nt)
-  {
-    const int64_t tid = omp_get_thread_num();
-    const int64_t b = std::min(total, tid * chunk);
-    const int64_t e = std::min(total, b + chunk);
-    if (b < e) run(b, e);
-  }
+  fastnn::cpu::for_each_list_chunk(num_tensors, prefix, fastnn::cpu::kOptimGrain, fn);
+}
+
+// Software prefetch distance of the streaming loops, per stream. The hardware prefetchers
+// alone keep too few lines in flight for 4-5 concurrent streams on one core: prefetching
+// 4 KiB ahead of each stream moved a 1-thread Adam step from 17 to ~19.5 GB/s out of DRAM
+// and from 24 to ~28.5 GB/s out of L3 on this machine (512 and 2048 floats were within
+// noise of 1024; 256 and less were too short for DRAM latency).
+constexpr int64_t kPrefetchFloats = 1024;
+
+// One prefetch per vector iteration: with AVX-512 that is one per cache line of each stream
+// (AVX2 prefetches each line twice, which costs a load slot and nothing from memory).
+static inline void prefetch(const float* p) {
+#if FASTNN_ISA_LEVEL >= 1
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+#else
+  (void)p;  // the scalar reference path stays plain
+#endif
 }
 
 }  // namespace
@@ -85,7 +74,15 @@ static void adam_span(const fastnn::AdamArgs& a, int64_t t, int64_t b, int64_t e
   const VF ibc2 = vset(static_cast<float>(1.0 / a.bias_correction2_sqrt));
   const VF eps = vset(static_cast<float>(a.eps));
   const VF nstep = vset(static_cast<float>(-a.step_size));
+  const int64_t pf_end = e - kPrefetchFloats;
   vloop(b, e, [&](int64_t i, auto io) {
+    if (i < pf_end) {
+      prefetch(g + i + kPrefetchFloats);
+      prefetch(p + i + kPrefetchFloats);
+      prefetch(m + i + kPrefetchFloats);
+      prefetch(v + i + kPrefetchFloats);
+      if (kAmsgrad) prefetch(vm + i + kPrefetchFloats);
+    }
     VF gv = io.ld(g + i);
     VF pv = io.ld(p + i);
     gv = kScale ? vdiv(gv, gs) : vmul(gv, sgn);

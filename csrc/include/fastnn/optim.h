@@ -72,6 +72,10 @@ struct ScaleArgs {
 };
 
 namespace cpu {
+// Below this many elements (of the whole list) a second thread costs more (wake-up ~ several
+// us) than it saves; shared with the same-buffer bandwidth probe so both split work alike.
+constexpr int64_t kOptimGrain = 32768;
+
 void adam(const AdamArgs& args);
 void sgd(const SgdArgs& args);
 double grad_norm(const GradNormArgs& args);

@@ -24,6 +24,13 @@ import numpy as np
 EPS32 = float(np.finfo(np.float32).eps)
 
 
+# Peer name of a contender that is no peer but this machine's limit for the case's access
+# pattern, timed on the case's own buffers in the same alternation as fastnn (the same time
+# window): it computes nothing to check, and it yields a same-window fraction of the limit
+# instead of a speedup.
+LIMIT = "limit"
+
+
 class WrongAnswer(Exception):
     """A contender's result disagrees with the reference: refuse to time it."""
 
@@ -43,13 +50,13 @@ class Unavailable:
 @dataclasses.dataclass
 class Contender:
     name: str                    # 'fastnn', 'numpy', 'numpy[out=]', 'torch', 'torch[fused]', ...
-    peer: str                    # 'fastnn' | 'numpy' | 'torch'
+    peer: str                    # 'fastnn' | 'numpy' | 'torch' | 'limit' (a hardware probe, see LIMIT)
     fn: Callable[[], Any]        # the timed call
     variant: str = "shipped"     # 'shipped' | 'out=' | 'malloc-tuned' | 'blas-best' | free text
     check: Optional[Callable[[], Any]] = None  # returns the outputs to compare (default: fn())
     best: bool = False           # in-process "at its best" variant of its peer
     sync: Optional[Callable[[], None]] = None  # e.g. device synchronisation after fn
-    memory: Optional[Callable[[], Optional[int]]] = None  # peak extra bytes of one call
+    memory: Optional[Callable[[], Any]] = None  # peak extra bytes of one call, or (peak, bytes of its outputs)
 
 
 @dataclasses.dataclass
@@ -131,6 +138,9 @@ def check_case(case: Case) -> dict:
     errors = {}
     ref = case.reference() if case.reference is not None else None
     for c in case.contenders:
+        if c.peer == LIMIT:
+            errors[c.name] = None
+            continue
         try:
             got = (c.check or c.fn)()
             if c.sync:

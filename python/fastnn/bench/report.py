@@ -132,6 +132,8 @@ def rows(recs, run):
         else:
             row.append(f"{_ms(r['rate'])} {unit}/s" if r.get("rate") else "-")
         row.append(f"{100 * r['fraction_of_limit']:.0f}%" if r.get("fraction_of_limit") else "-")
+        if r.get("fraction_of_same_window_limit"):
+            row[-1] += f" ({100 * r['fraction_of_same_window_limit']:.0f}%)"
         if r.get("samples_per_s"):
             row[-2] = f"{r['samples_per_s']:.0f} samples/s"
         body.append((row, "ok"))
@@ -168,13 +170,23 @@ def table(recs, run, out):
     if peers:
         print("  * = the peer at its best (fastest variant); x = speedup of fastnn over it "
               "(> 1: fastnn faster); rate = fastnn's", file=out)
+    probed = [r for r in recs if r.get("limit_same_window")]
+    if probed:
+        print("  % limit: of the cached probe (best ever measured here); (in parentheses): of the same probe "
+              "loop timed on the case's own buffers, alternating with fastnn:", file=out)
+        for r in probed:
+            cached = f"; cached probe {r['limit']:.1f} GB/s" if r.get("limit") else ""
+            print(f"    {r['op']} {r['shape']}: fastnn {r['rate']:.1f} GB/s, same-buffer probe "
+                  f"{r['limit_same_window']:.1f} GB/s{cached}", file=out)
     mem = [r for r in recs if any(x.get("peak_extra_bytes") is not None for x in r.get("results", []))]
     if mem:
-        print("  peak extra memory of one call (MiB):", file=out)
+        print("  peak extra memory of one call (MiB; in brackets: of which the returned outputs, the rest being "
+              "workspace):", file=out)
         for r in mem:
             print(f"    {r['op']} {r['shape']}: " + ", ".join(
-                f"{x['name']} {x['peak_extra_bytes'] / 2**20:.1f}" for x in r["results"]
-                if x.get("peak_extra_bytes") is not None), file=out)
+                f"{x['name']} {x['peak_extra_bytes'] / 2**20:.1f}"
+                + (f" [{x['output_bytes'] / 2**20:.1f}]" if x.get("output_bytes") is not None else "")
+                for x in r["results"] if x.get("peak_extra_bytes") is not None), file=out)
     out.flush()
 
 

@@ -101,6 +101,7 @@ class Run:
         self.cases = []
         self.unavailable = []
         self.notes = []
+        self.phases = []  # wall seconds per (suite, phase): where a run's time goes
         self.exit = EXIT_OK
         self.ui = report.Progress(enabled=sys.stderr.isatty())
 
@@ -175,9 +176,10 @@ class Run:
             for c in ok:
                 if c.memory is not None:
                     try:
-                        c.peak_extra_bytes = c.memory()
+                        m = c.memory()
+                        c.peak_extra_bytes, c.output_bytes = m if isinstance(m, tuple) else (m, None)
                     except Exception as e:  # noqa: BLE001 - a measurement, never fatal
-                        c.peak_extra_bytes = None
+                        c.peak_extra_bytes = c.output_bytes = None
                         self.notes.append(f"{case.id}: memory of {c.name}: {e}")
             self.ui.update(f"{case.op} {case.shape}: timing {len(ok)} contenders")
             times = core.alternate([c.fn for c in ok], self.repeats, warmup=1 if self.size == "full" else 1,
@@ -187,12 +189,18 @@ class Run:
             r = dict(name=c.name, peer=c.peer, variant=c.variant, process="main", **core.summarize(ts))
             if getattr(c, "peak_extra_bytes", None) is not None:
                 r["peak_extra_bytes"] = c.peak_extra_bytes
+                if getattr(c, "output_bytes", None) is not None:
+                    r["output_bytes"] = c.output_bytes
             if c.peer == "fastnn":
                 fmed = r["median_ms"]
             r["best"] = bool(c.best)
             rec["results"].append(r)
         for r in rec["results"]:
             r["ratio"] = r["median_ms"] / fmed if fmed else None
+        ftimes = next((ts for c, ts in zip(ok, times) if c.peer == "fastnn"), None)
+        for c, ts, r in zip(ok, times, rec["results"]):
+            if c.peer == core.LIMIT and ftimes:  # probe_i / fastnn_i, round by round
+                r["ratio"] = paired_ratio(ts, ftimes)
         self._finish(rec)
         return rec
 
@@ -211,8 +219,12 @@ class Run:
         rec["limit"] = lim
         rec["fraction_of_limit"] = (rate / lim) if (rate and lim) else None
         sp = {}
+        probe = [r for r in rec["results"] if r["peer"] == core.LIMIT and r.get("ratio")]
+        if probe and rate:  # the limit timed on the same buffers in the same rounds as fastnn
+            rec["fraction_of_same_window_limit"] = probe[0]["ratio"]  # = probe time / fastnn time
+            rec["limit_same_window"] = rate / probe[0]["ratio"]
         for r in rec["results"]:
-            if r["peer"] == "fastnn" or r.get("ratio") is None:
+            if r["peer"] in ("fastnn", core.LIMIT) or r.get("ratio") is None:
                 continue
             sp[r["peer"]] = min(sp.get(r["peer"], float("inf")), r["ratio"])
         rec["speedup"] = sp
@@ -250,7 +262,9 @@ class Run:
         best = {}
         notes = []
         pending = dict(want)
-        for attempt in range(2):
+        # The quick tour (bare `fastnn bench`, <= 90 s) times each child once; a full run re-runs a
+        # drifting child, which can double a suite's time.
+        for attempt in range(2 if self.size == "full" else 1):
             out = self._run_child(suite, pending, label, env_set, env_unset)
             if out is None:
                 break
@@ -297,7 +311,10 @@ class Run:
     def _run_child(self, suite, want, label, env_set, env_unset):
         """One child process timing the cases `want` ({case id: [peer names]}); its JSON or None."""
         names = sorted({n for v in want.values() for n in v})
-        spec = {"suite": suite, "size": self.size, "threads": self.threads, "repeats": self.repeats,
+        # >= 9 rounds for a full run, whose speedups are the median of per-round ratios; the quick
+        # tour keeps its own repeat count so that it stays inside its time limit.
+        rounds = max(self.repeats, 9) if self.size == "full" else self.repeats
+        spec = {"suite": suite, "size": self.size, "threads": self.threads, "repeats": rounds,
                 "budget": self.budget, "baselines": list(self.baselines), "device": self.args.device,
                 "only_peers": names, "case_ids": sorted(want), "simd": self.fnn.get_simd_level()}
         env = dict(os.environ)
@@ -322,12 +339,17 @@ class Run:
             self.notes.append(f"{suite}: the {label} child process printed no result: {p.stdout.strip()[-300:]}")
             return None
 
+    def _phase(self, suite, phase, t0):
+        """Records the wall time since t0 as (suite, phase): where a run's time goes."""
+        self.phases.append({"suite": suite, "phase": phase, "seconds": time.perf_counter() - t0})
+
     # -- a suite -----------------------------------------------------------------------------
     def run_suite(self, name):
         from .suites import Config
 
         cfg = Config(size=self.size, baselines=self.baselines, device=self.args.device, threads=self.threads)
         recs = []
+        t0 = time.perf_counter()
         for label, gen in suite_generators(name):
             try:
                 it = gen(cfg)
@@ -359,18 +381,23 @@ class Run:
             except NotAvailable as e:
                 self.unavailable.append({"suite": label, "missing": str(e)})
                 self.ui.message(f"{label}: not available in this build ({e})")
+        self._phase(name, "main", t0)
         if recs and "torch" in self.baselines and not self.args.no_malloc_child and machine.optional_torch():
             # torch has no out= for most of these ops: its best is with malloc keeping freed memory.
             def torch_without_best(r):
                 peers = {x["peer"]: x for x in r["results"] if x["peer"] == "torch"}
                 has_best = any(x["best"] for x in r["results"] if x["peer"] == "torch")
                 return ["torch"] if peers and not has_best else []
+            t0 = time.perf_counter()
             self.child_pass(name, recs, "malloc-tuned", MALLOC_ENV, (), torch_without_best)
+            self._phase(name, "malloc-tuned child", t0)
         if recs and self.args.numpy_best and "numpy" in self.baselines:
             def numpy_best(r):
                 return sorted({x["name"] for x in r["results"] if x["peer"] == "numpy" and x["best"]
                                and x["process"] == "main"})
+            t0 = time.perf_counter()
             self.child_pass(name, recs, "blas-best", {}, ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"), numpy_best)
+            self._phase(name, "blas-best child", t0)
         self.cases.extend(recs)
         return recs
 
@@ -388,6 +415,7 @@ class Run:
             "machine": machine.machine_info(self.threads, self.args.device),
             "limits": {str(k): v for k, v in self.limits.items() if v},
             "cases": self.cases,
+            "phases": [dict(p, seconds=round(p["seconds"], 2)) for p in self.phases],
             "unavailable": self.unavailable,
             "notes": self.notes,
             "exit_code": self.exit,
@@ -468,7 +496,8 @@ def _main(args, argv, fastnn) -> int:
         print(f"{u['suite']}: not available in this build ({u['missing']})", file=out)
     for n in run.notes:
         print(f"note: {n}", file=out)
-    print(f"total {time.perf_counter() - t0:.1f} s", file=out)
+    split = ", ".join(f"{p['suite']} {p['phase']} {p['seconds']:.1f}" for p in run.phases)
+    print(f"total {time.perf_counter() - t0:.1f} s" + (f" ({split})" if split else ""), file=out)
     doc = run.document()
     if args.json:
         from .schema import SchemaError, validate

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .core import EPS32, Case, Contender, NotAvailable
+from .core import EPS32, LIMIT, Case, Contender, NotAvailable
 from .machine import optional_torch
 
 
@@ -426,8 +426,7 @@ def attention_cases(cfg):
                         fastnn._C.reset_peak_memory_stats()
                         r = f()
                         peak = fastnn.memory_stats()["peak_allocated_bytes"]
-                        del r
-                        return int(peak - before)
+                        return int(peak - before), _output_bytes(r)
                     fnn.memory = fnn_mem
                 cs = [fnn]
                 if "numpy" in cfg.baselines:
@@ -474,9 +473,19 @@ def _tracemalloc_peak(fn):
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        del r
-        return int(peak)
+        return int(peak), _output_bytes(r)
     return measure
+
+
+def _output_bytes(r):
+    """Bytes of the arrays a call returned: the part of its peak memory that is its result, not
+    workspace (o, dq, dk, dv and lse for attention fwd+bwd)."""
+    if isinstance(r, (tuple, list)):
+        return sum(_output_bytes(x) for x in r)
+    n = getattr(r, "nbytes", None)
+    if n is None and hasattr(r, "numel") and hasattr(r, "element_size"):
+        n = r.numel() * r.element_size()
+    return int(n) if n is not None else 0
 
 
 # ---- Adam ----------------------------------------------------------------------------------
@@ -575,6 +584,13 @@ def adam_cases(cfg):
             adam_(ps, gs, ms, vs, step=1, **ADAM)
             return ps + ms + vs
         cs = [Contender("fastnn", "fastnn", fnn_step, check=fnn_check, sync=dev.sync)]
+        import fastnn
+
+        probe = getattr(fastnn._C, "_probe_adam_pattern", None)
+        if probe is not None and cfg.device == "cpu":
+            # this machine's limit for the pattern, on fastnn's own buffers (values unchanged)
+            cs.append(Contender("probe[adam pattern]", LIMIT, lambda fp=fp, fg=fg, fm=fm, fv=fv: probe(fp, fg, fm, fv),
+                                variant="same buffers, plain loop"))
         if "numpy" in cfg.baselines:
             ns = fresh()
             opt = NumpyAdam(*([t[i] for t in ns] for i in range(4)))
