@@ -112,7 +112,8 @@ def test_gemm_trans(simd_level, threads, trans_a, trans_b, rng):
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 13, 5), (97, 131, 61), (1000, 1, 1000), (1, 1000, 1),
-                                   (12, 384, 32), (13, 385, 33), (11, 383, 31), (24, 769, 64), (5, 3, 700)])
+                                   (12, 384, 32), (13, 385, 33), (11, 383, 31), (24, 769, 64), (5, 3, 700),
+                                   (64, 784, 128), (37, 500, 161)])
 def test_gemm_sizes(simd_level, threads, m, k, n, rng):
     run_case(rng, m, k, n)
     run_case(rng, m, k, n, trans_b=True, with_bias=True, beta=2.0, with_c=True, activation="relu")

@@ -126,14 +126,23 @@ void gemm_direct(const GemmArgs& g, int nt) {
   int64_t ldb = g.b_rs;
   float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
-  // Panels read in place: all the full ones of a unit-stride B; the others are packed.
+  // Panels read in place: all the full ones of a unit-stride B; the others are packed (all of
+  // a transposed B, e.g. linear's weight), by the threads together.
   const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
-  if (n_direct < n_panels) {
-    packed = static_cast<float*>(cpu_allocator::allocate((n_panels - n_direct) * kGemmNR * k * sizeof(float)));
-    gemm_pack_b(k, n - n_direct * kGemmNR, g.b + n_direct * kGemmNR * g.b_cs, g.b_rs, g.b_cs, packed);
-  }
+  const int64_t n_packed = n_panels - n_direct;
+  if (n_packed > 0)
+    packed = static_cast<float*>(cpu_allocator::allocate(n_packed * kGemmNR * k * sizeof(float)));
   const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
   auto body = [&](int tid) {
+    if (n_packed > 0) {
+      int64_t q0, q1;
+      split_range(n_packed, nt, tid, 1, &q0, &q1);
+      const int64_t c0 = (n_direct + q0) * kGemmNR, c1 = std::min(n, (n_direct + q1) * kGemmNR);
+      if (c1 > c0) gemm_pack_b(k, c1 - c0, g.b + c0 * g.b_cs, g.b_rs, g.b_cs, packed + q0 * kGemmNR * k);
+      if (nt > 1) {
+#pragma omp barrier  // a thread may read panels another one packed
+      }
+    }
     int64_t j0 = 0, j1 = n_panels, i0 = 0, i1 = m_panels;
     if (split_n)
       split_range(n_panels, nt, tid, 1, &j0, &j1);
