@@ -131,6 +131,8 @@ FWD_CASES = [
     (1, 1, 7, 1000, 64, True, True),
     (1, 1, 1000, 7, 32, False, False),
     (1, 1, 130, 200, 16, True, False),
+    # 20 queries: a 32-lane query block (the microkernel's 2-vector step) over two key blocks
+    (1, 2, 20, 70, 64, False, False),
 ]
 
 
