@@ -1,9 +1,10 @@
 // Fused multi-tensor optimizer kernels: Adam/AdamW, SGD, gradient norm and scaling.
 //
-// Algorithm: the tensor list is treated as one concatenated element range, cut into one
-// contiguous, 16-element-aligned chunk per thread in a single parallel region
-// (cpu::for_each_list_chunk), so 200 small tensors still keep both cores busy. Each
-// element is touched once, with a software prefetch 4 KiB ahead in every stream:
+// Algorithm: the tensor list is treated as one concatenated element range, split over the
+// threads in a single parallel region, so 200 small tensors still keep both cores busy:
+// each thread owns a contiguous share and walks it in 16K-element blocks, stealing the last
+// blocks of a late thread's share (cpu::for_each_list_block; the reductions keep a static
+// split). Each element is touched once, with a software prefetch 4 KiB ahead in every stream:
 // Adam reads p, g, m, v and writes p, m, v (28 B/param; 36 B with amsgrad).
 // Bound: memory bandwidth from DRAM; the divider in cache. Per 16 floats the work is 1 sqrt
 // and 1 div (~22 cycles of the divider on SPR-class cores; a second division by
@@ -25,9 +26,15 @@
 
 namespace {
 
-// Runs fn(tensor_index, begin, end) over each thread's chunk of the concatenated list.
+// Runs fn(tensor_index, begin, end) over the concatenated list: element-wise updates with
+// block stealing (a late thread's blocks are taken over), reductions with the static split
+// (their per-thread partial results must not depend on timing).
 template <typename Fn>
 void for_each_chunk(int64_t num_tensors, const int64_t* prefix, Fn&& fn) {
+  fastnn::cpu::for_each_list_block(num_tensors, prefix, fastnn::cpu::kOptimGrain, fn);
+}
+template <typename Fn>
+void for_each_static_chunk(int64_t num_tensors, const int64_t* prefix, Fn&& fn) {
   fastnn::cpu::for_each_list_chunk(num_tensors, prefix, fastnn::cpu::kOptimGrain, fn);
 }
 
@@ -74,7 +81,8 @@ static void adam_span(const fastnn::AdamArgs& a, int64_t t, int64_t b, int64_t e
   const VF ibc2 = vset(static_cast<float>(1.0 / a.bias_correction2_sqrt));
   const VF eps = vset(static_cast<float>(a.eps));
   const VF nstep = vset(static_cast<float>(-a.step_size));
-  const int64_t pf_end = e - kPrefetchFloats;
+  // up to the tensor's end, not the block's: the next block is usually this thread's too
+  const int64_t pf_end = a.numels[t] - kPrefetchFloats;
   vloop(b, e, [&](int64_t i, auto io) {
     if (i < pf_end) {
       prefetch(g + i + kPrefetchFloats);
@@ -198,7 +206,7 @@ double grad_norm(const fastnn::GradNormArgs& a, const int64_t* prefix) {
   std::vector<unsigned char> nan_seen(static_cast<size_t>(nt), 0);
   const double pn = a.norm_type;
   const bool is_inf = std::isinf(pn);
-  for_each_chunk(a.num_tensors, prefix, [&](int64_t t, int64_t b, int64_t e) {
+  for_each_static_chunk(a.num_tensors, prefix, [&](int64_t t, int64_t b, int64_t e) {
     const float* g = a.grads[t];
     const size_t tid = static_cast<size_t>(omp_get_thread_num());
     double acc = 0.0;

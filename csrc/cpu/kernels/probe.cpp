@@ -106,7 +106,7 @@ void probe_adam_pattern_isa(const fastnn::AdamArgs& a, const int64_t* prefix) {
   // the arithmetic and, for m and v, the stores).
   static volatile float one = 1.0f, zero = 0.0f;
   const float c_keep = one, c_new = zero, c_step = zero;
-  fastnn::cpu::for_each_list_chunk(a.num_tensors, prefix, fastnn::cpu::kOptimGrain,
+  fastnn::cpu::for_each_list_block(a.num_tensors, prefix, fastnn::cpu::kOptimGrain,
                                    [&](int64_t t, int64_t b, int64_t e) {
     float* __restrict p = a.params[t];
     const float* __restrict gr = a.grads[t];
