@@ -85,6 +85,17 @@ std::vector<int64_t> numels_of(const TensorList& l) {
 
 bool on_cuda(const Device& d) { return d.type == DeviceType::cuda; }
 
+// Points an AdamArgs at the four lists of an Adam step (gp, numels: storage that outlives a).
+void set_adam_lists(AdamArgs& a, const TensorList& p, const TensorList& m1, const TensorList& m2,
+                    const std::vector<const float*>& gp, const std::vector<int64_t>& numels) {
+  a.num_tensors = static_cast<int64_t>(p.ts.size());
+  a.params = p.ptrs.data();
+  a.grads = gp.data();
+  a.exp_avgs = m1.ptrs.data();
+  a.exp_avg_sqs = m2.ptrs.data();
+  a.numels = numels.data();
+}
+
 }  // namespace
 
 FASTNN_BINDINGS(optim) {
@@ -136,15 +147,10 @@ FASTNN_BINDINGS(optim) {
           expect_same_device(fi, dev, op, "found_inf");
         }
         std::vector<int64_t> numels = numels_of(p);
-        AdamArgs a;
-        a.num_tensors = static_cast<int64_t>(p.ts.size());
-        a.params = p.ptrs.data();
         std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
-        a.grads = gp.data();
-        a.exp_avgs = m1.ptrs.data();
-        a.exp_avg_sqs = m2.ptrs.data();
+        AdamArgs a;
+        set_adam_lists(a, p, m1, m2, gp, numels);
         a.max_exp_avg_sqs = amsgrad ? mx.ptrs.data() : nullptr;
-        a.numels = numels.data();
         a.lr = lr;
         a.beta1 = beta1;
         a.beta2 = beta2;
@@ -184,12 +190,7 @@ FASTNN_BINDINGS(optim) {
         std::vector<int64_t> numels = numels_of(p);
         std::vector<const float*> gp(g.ptrs.begin(), g.ptrs.end());
         AdamArgs a;
-        a.num_tensors = static_cast<int64_t>(p.ts.size());
-        a.params = p.ptrs.data();
-        a.grads = gp.data();
-        a.exp_avgs = m1.ptrs.data();
-        a.exp_avg_sqs = m2.ptrs.data();
-        a.numels = numels.data();
+        set_adam_lists(a, p, m1, m2, gp, numels);
         without_gil([&] { cpu::probe_adam_pattern(a); });
       },
       py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"));
