@@ -1,10 +1,13 @@
 # Reliability builds (tools/sanitize.sh, tools/coverage.py; docs/RELIABILITY.md):
 #   -DFASTNN_SANITIZE=address,undefined   ASan + UBSan (any -fsanitize= list; "" = off)
+#   -DFASTNN_SANITIZE_BINDINGS=OFF        leave the pybind11 glue (csrc/bindings/, the CUDA modules'
+#                                         module.cpp) uninstrumented at -O0: the CI subset build
 #   -DFASTNN_COVERAGE=ON                  gcov instrumentation (--coverage, -O1 for usable line data)
 # Included once from the top-level CMakeLists.txt. The flags are appended to every target of the
 # project at the end of the top-level directory (cmake_language(DEFER)), after each target's own
 # options, so they win over -O3 and pick up targets added later (new kernel families, modules).
 set(FASTNN_SANITIZE "" CACHE STRING "comma-separated -fsanitize= list, e.g. address,undefined (empty: off)")
+option(FASTNN_SANITIZE_BINDINGS "with FASTNN_SANITIZE: instrument the pybind11 binding sources too" ON)
 option(FASTNN_COVERAGE "instrument C++ (CPU kernels, core, emulated CUDA module) for gcov" OFF)
 
 function(_fastnn_reliability_apply)
@@ -26,6 +29,23 @@ function(_fastnn_reliability_apply)
   if(NOT _cflags)
     return()
   endif()
+  # The binding sources (csrc/bindings/, the CUDA modules' module.cpp) are pybind11 template glue:
+  # instrumented, they are most of the build time (minutes each at -O1 -g with ASan + UBSan or
+  # gcov) and hold no kernel code. Left plain at -O0 they still link against, and call into, the
+  # instrumented core and kernels. Source options come after the target's on the command line,
+  # so these win. Coverage builds always do this (tools/coverage.py measures kernels only).
+  set(_plain)
+  if(FASTNN_SANITIZE AND NOT FASTNN_SANITIZE_BINDINGS)
+    list(APPEND _plain -fno-sanitize=all)
+  endif()
+  if(FASTNN_COVERAGE)
+    list(APPEND _plain -fno-profile-arcs -fno-test-coverage)
+  endif()
+  if(_plain)
+    file(GLOB _bindings "${CMAKE_SOURCE_DIR}/csrc/bindings/*.cpp" "${CMAKE_SOURCE_DIR}/csrc/cuda_backend/module.cpp")
+    set_source_files_properties(${_bindings} DIRECTORY "${CMAKE_SOURCE_DIR}"
+                                PROPERTIES COMPILE_OPTIONS "${_plain};-O0;-g0")
+  endif()
   get_property(_targets DIRECTORY "${CMAKE_SOURCE_DIR}" PROPERTY BUILDSYSTEM_TARGETS)
   foreach(_t ${_targets})
     get_target_property(_type ${_t} TYPE)
@@ -36,7 +56,7 @@ function(_fastnn_reliability_apply)
       endif()
     endif()
   endforeach()
-  message(STATUS "fastnn: reliability build: sanitize='${FASTNN_SANITIZE}' coverage=${FASTNN_COVERAGE}")
+  message(STATUS "fastnn: reliability build: sanitize='${FASTNN_SANITIZE}' (bindings ${FASTNN_SANITIZE_BINDINGS}) coverage=${FASTNN_COVERAGE}")
 endfunction()
 
 if(FASTNN_SANITIZE OR FASTNN_COVERAGE)

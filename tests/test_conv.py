@@ -132,6 +132,8 @@ CASES = [
     (33, 16, 4, 4, 16, 3, 3, 1, 0, 1, 1),          # batch 33, 'valid' (grad-input: transposed padding 2)
     (1, 17, 6, 5, 18, 5, 5, 1, 4, 1, 1),           # 5x5, padding beyond the image; odd channel counts
     (1, 16, 7, 7, 16, 3, 3, 1, 3, 1, 1),           # grad-input with transposed padding -1
+    (2, 16, 6, 6, 16, 3, 3, 2, 1, 1, 1),           # stride 2: not this kernel (igemm), same channel counts
+    (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 
@@ -298,7 +300,7 @@ def test_conv2d_hypothesis(N, Cg, Og, G, H, W, kh, kw, sh, sw, ph, pw, dh, dw, s
 
 
 # ---------------------------------------------------------------------------------------
-def test_zero_size(rng):
+def test_zero_size(simd_level, rng):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     y = ops.conv2d(np.zeros((0, 3, 5, 5), np.float32), w, padding=1)
     assert tuple(y.shape) == (0, 4, 5, 5)

@@ -325,6 +325,24 @@ def test_copy_tail_shapes_and_strides(shape, pair, rng):
         np.testing.assert_array_equal(emu._copy(v, sd, dd), v.astype(dd))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_copy_contiguous_same_dtype_is_one_memcpy_of_the_right_size(dtype, rng):
+    # One merged contiguous run of the same dtype is a device memcpy of numel * itemsize bytes:
+    # a wrong element size would copy too little (or overrun) and show as wrong tail elements.
+    x = _to_raw(rng.integers(0, 100, (3, 129)).astype(np.float32), dtype)
+    np.testing.assert_array_equal(emu._copy(x, dtype, dtype), x)
+
+
+def test_copy_dimension_limit():
+    # Slicing every dimension with step 2 leaves nothing to merge: 8 dims run, 9 are refused.
+    base = np.arange(4 ** 9, dtype=np.float32).reshape((4,) * 9)
+    v8 = base[(0,) + (slice(None, None, 2),) * 8]
+    np.testing.assert_array_equal(emu._copy(v8, "float32", "float32"), v8)
+    v9 = base[(slice(None, None, 2),) * 9]
+    with pytest.raises(ValueError, match="9 non-mergeable dimensions; at most 8"):
+        emu._copy(v9, "float32", "float32")
+
+
 def test_copy_float_to_int_saturates():
     x = np.array([np.nan, np.inf, -np.inf, 1e10, -1e10, 3.7, -3.7, 255.5, 0.0], np.float32)
     i32 = np.iinfo(np.int32)

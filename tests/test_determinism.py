@@ -22,7 +22,7 @@ import fastnn as fnn
 from fastnn import optim
 
 import op_cases as C
-from conftest import DEVICES
+from conftest import DEVICES, SIMD_LEVELS
 
 REPEATS = 3
 
@@ -41,6 +41,22 @@ def test_op_repeatable_cpu(name, threads):
     first = C.run(call)
     for _ in range(REPEATS - 1):
         assert C.bitwise_equal(C.run(call), first), f"{name}: results differ between identical calls"
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS[:-1])
+@pytest.mark.parametrize("name", sorted(C.CASES))
+def test_op_repeatable_cpu_lower_simd_levels(name, level):
+    """Every op at the SIMD levels below the best one (the test above runs at the best): the same
+    bits on identical calls. Under tools/sanitize.sh this is what runs every family's generic and
+    AVX2 kernels."""
+    before = fnn.get_simd_level()
+    fnn.set_simd_level(level)
+    try:
+        call = C.make(name, "cpu")
+        first = C.run(call)
+        assert C.bitwise_equal(C.run(call), first), f"{name} at {level}: results differ between identical calls"
+    finally:
+        fnn.set_simd_level(before)
 
 
 @pytest.mark.skipif("cuda" not in DEVICES, reason="device 'cuda' not available")

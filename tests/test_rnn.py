@@ -320,6 +320,13 @@ def test_layer_matches_torch(mode, bi, batch_first, use_lengths, rng):
         np.testing.assert_allclose(getattr(fm, n).grad.numpy(), p.grad.numpy(), err_msg=n, **gtol)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_layer_with_lengths_every_simd_level(mode, simd_level, rng):
+    """Sequences that end early (the cells carry the state over, write zero output and no gate
+    gradients for finished rows) at every SIMD level; the test above runs at the best level only."""
+    test_layer_matches_torch(mode, True, False, True, rng)
+
+
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 def test_layer_without_bias_and_default_states(mode, rng):
     tm, fm = _pair(mode, 4, 6, 1, False, bias=False)

@@ -7,6 +7,10 @@
 #   tools/sanitize.sh tests/test_conv.py -k grad    any pytest arguments
 #   tools/sanitize.sh --leaks [pytest args]  LeakSanitizer too (detect_leaks=1, tools/lsan.supp)
 #   tools/sanitize.sh --no-build ...         reuse the build as it is
+#   tools/sanitize.sh --ci                   what CI runs (.ci/run): the binding glue uninstrumented
+#                                            at -O0 (cmake -DFASTNN_SANITIZE_BINDINGS=OFF; the
+#                                            kernels, core and emulator are instrumented) and the
+#                                            CI subset; prints the build and test times
 # Environment: FASTNN_SANITIZE (default address,undefined), FASTNN_SANITIZE_BUILD (default
 # build-asan), CCACHE_* as for any build. Exit status: pytest's; any sanitizer report fails the
 # run (UBSan aborts on its first report, ASan on its first error, LSan at exit).
@@ -17,17 +21,21 @@ build="${FASTNN_SANITIZE_BUILD:-build-asan}"
 sanitizers="${FASTNN_SANITIZE:-address,undefined}"
 leaks=0
 do_build=1
+bindings=ON
 while [ $# -gt 0 ]; do
   case "$1" in
     --leaks) leaks=1; shift ;;
     --no-build) do_build=0; shift ;;
+    --ci) bindings=OFF; shift ;;
     *) break ;;
   esac
 done
-# The CI subset: the reliability suites (every public op, threads, determinism) plus the CUDA
-# emulator and optimizer suites (fiber switching, faults and exceptions inside kernels).
+# The CI subset: every public op (forward and backward kernels of every family) on the CPU at each
+# SIMD level and on the emulated CUDA device in four thread orders, and whole training runs
+# (test_determinism); ops and training steps from several threads (test_concurrency); the CUDA
+# emulator itself (fiber switching, faults and exceptions inside kernels) and the tensor core.
 SANITIZE_TESTS=(tests/test_determinism.py tests/test_concurrency.py tests/test_cuda_emulator.py
-                tests/test_cuda_optim.py tests/test_tensor.py)
+                tests/test_tensor.py)
 # Deselected under ASan: the emulator's fiber stack-overflow test (the overflow fault is handled on
 # the emulator's alternate signal stack; ASan's runtime exits with status 1 without a report there).
 if [ $# -eq 0 ]; then set -- "${SANITIZE_TESTS[@]}" -k "not stack_overflow"; fi
@@ -37,7 +45,7 @@ if [ "$do_build" = 1 ]; then
   if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
   t0=$(date +%s)
   cmake -S . -B "$build" -G Ninja -DFASTNN_BUILD_MODE=cpu -DFASTNN_SANITIZE="$sanitizers" \
-        "${launcher[@]}" >/dev/null
+        -DFASTNN_SANITIZE_BINDINGS="$bindings" "${launcher[@]}" >/dev/null
   cmake --build "$build" -j"${FASTNN_SANITIZE_JOBS:-2}"
   echo "sanitize.sh: build took $(( $(date +%s) - t0 )) s"
 fi
