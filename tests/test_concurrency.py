@@ -126,10 +126,8 @@ def _gil_gaps(kernel, seconds):
     return gap, one
 
 
-def _gil_cases(device):
-    """{name: kernel} with each kernel a single call long enough (>= ~0.1 s) to tell a held GIL
-    from scheduler slices: the problem grows until one call takes that long, whatever the
-    machine's speed (an idle CI machine is several times faster than a loaded one)."""
+def _gil_factories(device):
+    """{name: (make(size) -> kernel, first size, largest size)}."""
     rng = np.random.default_rng(0)
 
     def r(*shape):
@@ -147,29 +145,36 @@ def _gil_cases(device):
         def attention(s):
             q = r(s, 4, 768, 64)
             return lambda: ops.attention(q, q, q)
-        factories = {"gemm": (gemm, 700, 6000), "conv2d": (conv, 16, 1024), "attention": (attention, 2, 256)}
-    else:
-        factories = {"gemm": (gemm, 160, 1200)}
-    cases = {}
-    for name, (make, size, cap) in factories.items():
-        while True:
-            k = make(size)
-            k()  # warm-up
-            t0 = time.perf_counter()
-            k()
-            if time.perf_counter() - t0 >= 0.1 or size >= cap:
-                break
-            size = min(cap, int(size * 1.5) + 1)
-        cases[name] = k
-    return cases
+        return {"gemm": (gemm, 700, 6000), "conv2d": (conv, 16, 1024), "attention": (attention, 2, 256)}
+    return {"gemm": (gemm, 160, 1200)}
+
+
+def _long_kernel(make, size, cap, seconds=0.1):
+    """(kernel, size): the problem grows until one call takes >= `seconds` (a held GIL must be told
+    from scheduler slices, whatever the machine's speed: an idle CI machine is several times
+    faster than a loaded one), or until `cap`."""
+    while True:
+        k = make(size)
+        k()  # warm-up
+        t0 = time.perf_counter()
+        k()
+        if time.perf_counter() - t0 >= seconds or size >= cap:
+            return k, size
+        size = min(cap, int(size * 1.5) + 1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_gil_released_during_kernels(device):
     """While a long kernel runs in one thread, another Python thread is never blocked for the
     kernel's whole duration (it would be if the binding held the GIL)."""
-    for name, kernel in _gil_cases(device).items():
+    for name, (make, size, cap) in _gil_factories(device).items():
+        kernel, size = _long_kernel(make, size, cap)
         gap, one = _gil_gaps(kernel, seconds=1.0)
+        for _ in range(3):  # the sizing call ran slow (a burst of other load): a bigger problem
+            if one > 0.05 or size >= cap:
+                break
+            kernel, size = _long_kernel(make, min(cap, 2 * size), cap)
+            gap, one = _gil_gaps(kernel, seconds=1.0)
         # A held GIL blocks the counting thread for >= one whole call; released, the gaps are
         # scheduler slices (a few ms, tens on a loaded 2-core VM).
         assert one > 0.05, f"{name}: the kernel is still too short ({one * 1e3:.1f} ms) for this test to mean anything"
