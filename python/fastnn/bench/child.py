@@ -22,7 +22,8 @@ def main() -> int:
     fastnn.set_simd_level(spec["simd"])
     fastnn.set_num_threads(spec["threads"])
     cfg = Config(size=spec["size"], baselines=tuple(spec["baselines"]), device=spec["device"],
-                 threads=spec["threads"], only_peers=tuple(spec["only_peers"]))
+                 threads=spec["threads"], only_peers=tuple(spec["only_peers"]),
+                 tour=spec.get("tour", False))
     ids = set(spec["case_ids"])
     out = {"cases": {}, "notes": []}
 

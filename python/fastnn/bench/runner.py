@@ -316,7 +316,8 @@ class Run:
         rounds = max(self.repeats, 9) if self.size == "full" else self.repeats
         spec = {"suite": suite, "size": self.size, "threads": self.threads, "repeats": rounds,
                 "budget": self.budget, "baselines": list(self.baselines), "device": self.args.device,
-                "only_peers": names, "case_ids": sorted(want), "simd": self.fnn.get_simd_level()}
+                "only_peers": names, "case_ids": sorted(want), "tour": self.args.suite is None,
+                "simd": self.fnn.get_simd_level()}
         env = dict(os.environ)
         for k in env_unset:
             env.pop(k, None)
@@ -347,7 +348,8 @@ class Run:
     def run_suite(self, name):
         from .suites import Config
 
-        cfg = Config(size=self.size, baselines=self.baselines, device=self.args.device, threads=self.threads)
+        cfg = Config(size=self.size, baselines=self.baselines, device=self.args.device, threads=self.threads,
+                     tour=self.args.suite is None)
         recs = []
         t0 = time.perf_counter()
         for label, gen in suite_generators(name):

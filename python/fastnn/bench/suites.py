@@ -30,6 +30,7 @@ class Config:
     device: str = "cpu"
     threads: int = 1
     only_peers: tuple = ()               # child runs: keep only these contender names (plus fastnn)
+    tour: bool = False                   # bare `fastnn bench` (quick sizes, <= 90 s in all)
 
 
 def _rng(seed=0):
@@ -398,6 +399,8 @@ def attention_cases(cfg):
     torch = _torch_peer(cfg)
     B, H, D = (1, 2, 16) if cfg.size == "tiny" else (4, 8, 64)
     ns = {"tiny": [24], "quick": [256, 1024], "full": [256, 512, 1024, 2048, 4096]}[cfg.size]
+    if cfg.tour and cfg.size == "quick":
+        ns = [256, 512]  # the N = 1024 cases and their float64 check took ~25 s of the tour's 90
     for n in ns:
         rng = _rng(n)
         q, k, v, do = (_randn(rng, B, H, n, D) for _ in range(4))
