@@ -33,6 +33,8 @@
 #include "fastnn/config.h"
 #include "fastnn/conv.h"
 
+#include "cpu/scratch_floats.h"
+
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
 #include "cpu/kernels/gemm_epilogue.h"
@@ -41,14 +43,7 @@ namespace {
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-struct Scratch {  // a cpu_allocator block (64-byte aligned), released on scope exit
-  float* p;
-  explicit Scratch(int64_t floats)
-      : p(static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(std::max<int64_t>(floats, 16)) * 4))) {}
-  ~Scratch() { cpu_allocator::release(p); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
+using Scratch = ::fastnn::cpu::ScratchFloats;
 
 constexpr int64_t OT = 32;  // output channels per tile (2 vectors)
 constexpr int kMaxRP = 12;  // pixels per tile: 24 accumulators + 2 weight vectors + 1 broadcast
