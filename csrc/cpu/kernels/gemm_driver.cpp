@@ -119,6 +119,25 @@ bool use_direct(const GemmArgs& g, int64_t k) {
   return static_cast<double>(g.m) * g.n * k <= 8.0 * (1 << 20);
 }
 
+#if FASTNN_ISA_LEVEL == 2
+// B of at most 16 columns (k x n), zero-padded to a 16-float row stride: what the direct
+// microkernel reads for n_valid <= 16, a quarter of a packed 32-column panel.
+void pack_b_narrow(int64_t k, int64_t n, const float* b, int64_t rs, int64_t cs, float* out) {
+  if (cs == 1) {  // one masked load and one store per row
+    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t p = 0; p < k; ++p) _mm512_store_ps(out + p * 16, _mm512_maskz_loadu_ps(mask, b + p * rs));
+    return;
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    float* o = out + p * 16;
+    const float* src = b + p * rs;
+    int64_t j = 0;
+    for (; j < n; ++j) o[j] = src[j * cs];
+    for (; j < 16; ++j) o[j] = 0.0f;
+  }
+}
+#endif
+
 void gemm_direct(const GemmArgs& g, int nt) {
 #if FASTNN_ISA_LEVEL == 2
   const int64_t m = g.m, n = g.n, k = g.k;
@@ -126,10 +145,16 @@ void gemm_direct(const GemmArgs& g, int nt) {
   int64_t ldb = g.b_rs;
   float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
+  // One column tile: each A micro-panel would be packed for a single microkernel call, so
+  // a unit-stride A is read in place. B of <= 16 columns that cannot be read in place is
+  // packed 16 wide by each thread into its own stack buffer (<= 64 KiB, cheaper than a
+  // barrier).
+  const bool a_in_place = n_panels == 1 && g.a_cs == 1;
+  const bool narrow = n < 16 || (n == 16 && g.b_cs != 1);
   // Panels read in place: all the full ones of a unit-stride B; the others are packed (all of
   // a transposed B, e.g. linear's weight), by the threads together.
   const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
-  const int64_t n_packed = n_panels - n_direct;
+  const int64_t n_packed = narrow || (n == 16 && g.b_cs == 1) ? 0 : n_panels - n_direct;
   if (n_packed > 0)
     packed = static_cast<float*>(cpu_allocator::allocate(n_packed * kGemmNR * k * sizeof(float)));
   const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
@@ -143,6 +168,8 @@ void gemm_direct(const GemmArgs& g, int nt) {
 #pragma omp barrier  // a thread may read panels another one packed
       }
     }
+    alignas(64) float b_narrow[16 * kDirectMaxK];
+    if (narrow) pack_b_narrow(k, n, g.b, g.b_rs, g.b_cs, b_narrow);
     int64_t j0 = 0, j1 = n_panels, i0 = 0, i1 = m_panels;
     if (split_n)
       split_range(n_panels, nt, tid, 1, &j0, &j1);
@@ -156,15 +183,27 @@ void gemm_direct(const GemmArgs& g, int nt) {
     for (int64_t ir = i0; ir < i1; ++ir) {
       const int64_t r0 = ir * kGemmMR;
       const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0);
-      gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
+      if (!a_in_place) gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
       ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
       for (int64_t jr = j0; jr < j1; ++jr) {
         const int64_t c0 = jr * kGemmNR;
         ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
-        const bool in_place = jr < n_direct;
-        const float* bp = in_place ? b + c0 : packed + (jr - n_direct) * kGemmNR * k;
-        gemm_microkernel_direct(k, ap, bp, in_place ? ldb : kGemmNR, g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs,
-                                g.c_cs, m_valid, std::min<int64_t>(kGemmNR, n - c0), ep);
+        const float* bp;
+        int64_t bld;
+        if (narrow) {
+          bp = b_narrow, bld = 16;
+        } else if (jr < n_direct || n == 16) {  // n == 16 here: unit column stride
+          bp = b + c0, bld = ldb;
+        } else {
+          bp = packed + (jr - n_direct) * kGemmNR * k, bld = kGemmNR;
+        }
+        float* cp = g.c + r0 * g.c_rs + c0 * g.c_cs;
+        const int64_t n_valid = std::min<int64_t>(kGemmNR, n - c0);
+        if (a_in_place)
+          gemm_microkernel_direct_ab(k, g.a + r0 * g.a_rs, g.a_rs, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid,
+                                     ep);
+        else
+          gemm_microkernel_direct(k, ap, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
       }
     }
   };
