@@ -152,6 +152,17 @@ def test_gemm_balanced_blocks(simd_level, threads, m, k, n, rng):
     run_case(rng, m, k, n, with_bias=True, beta=0.5, with_c=True, activation="relu")
 
 
+@pytest.mark.parametrize("m,k,n", [(1501, 1030, 701), (97, 1100, 40), (4097, 1025, 5)])
+def test_gemm_tall_shared_b(simd_level, threads, m, k, n, rng):
+    # Tall products (m >= 2n) past the small-problem path: with 2 threads M is split (ragged
+    # MR units: 1501 rows -> 126 + 125 units of 12 on AVX-512) and the threads share each
+    # packed B block; 701 columns = 2 B blocks (nc = 672 on AVX-512) and k = 1030 = 3 k blocks, so the
+    # barrier between repacks of the shared block and the first / last k block epilogue
+    # (beta, bias, activation) are all exercised.
+    run_case(rng, m, k, n, with_bias=True, beta=0.5, with_c=True, activation="gelu")
+    run_case(rng, m, k, n, trans_a=True, trans_b=True, alpha=-2.0)
+
+
 @pytest.mark.parametrize("activation", ACTS)
 @pytest.mark.parametrize("alpha,beta,with_c", [(1.0, 0.0, False), (-0.75, 0.0, True), (1.0, 1.0, True),
                                                (2.0, -0.5, True), (0.0, 0.3, True)])
