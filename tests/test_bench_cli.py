@@ -238,6 +238,28 @@ def test_adam_limit_is_also_probed_on_the_same_buffers(tmp_path, capsys):
     assert case["limit_same_window"] == pytest.approx(case["rate"] / probe["ratio"])
     assert "limit" not in case["speedup"] and "numpy" in case["speedup"]
     assert case["fraction_of_limit"] == pytest.approx(case["rate"] / case["limit"])
+    # a set that fits in L3 is timed in the steady state (suites.ADAM_STEADY_CALLS), and says so
+    assert case["calls_per_sample"] == 8 and "mean of 8 back-to-back calls" in out
+
+
+def test_alternate_averages_back_to_back_calls(monkeypatch):
+    from fastnn.bench import core
+
+    clock = [0.0]
+    monkeypatch.setattr(core.time, "perf_counter", lambda: clock[0])
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+        clock[0] += 1.0  # every call of a takes 1 s, ...
+
+    def b():
+        calls["b"] += 1
+        clock[0] += 3.0 if calls["b"] % 4 == 2 else 1.0  # ... b's first call of each round 3 s
+
+    times = core.alternate([a, b], repeats=3, warmup=1, calls=4)
+    assert calls == {"a": 1 + 3 * 4, "b": 1 + 3 * 4}
+    assert times == [[1.0] * 3, [1.5] * 3]  # the mean over the 4 calls of a sample
 
 
 @needs_gemm

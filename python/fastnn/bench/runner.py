@@ -152,7 +152,7 @@ class Run:
         threads = case.threads or self.threads
         rec = {"suite": case.suite, "op": case.op, "shape": case.shape, "id": case.id, "threads": threads,
                "unit": case.unit, "work": case.work, "intensity": getattr(case, "intensity", None),
-               "samples": case.samples, "limit_kind": case.limit, "status": "ok", "error": None,
+               "samples": case.samples, "calls_per_sample": case.calls, "limit_kind": case.limit, "status": "ok", "error": None,
                "results": [], "refused": [], "speedup": {}, "note": case.note}
         with self.threads_for(threads):
             self.ui.update(f"{case.op} {case.shape}: checking")
@@ -183,7 +183,7 @@ class Run:
                         self.notes.append(f"{case.id}: memory of {c.name}: {e}")
             self.ui.update(f"{case.op} {case.shape}: timing {len(ok)} contenders")
             times = core.alternate([c.fn for c in ok], self.repeats, warmup=1 if self.size == "full" else 1,
-                                   budget_s=self.budget, syncs=[c.sync for c in ok])
+                                   budget_s=self.budget, syncs=[c.sync for c in ok], calls=case.calls)
         fmed = None
         for c, ts in zip(ok, times):
             r = dict(name=c.name, peer=c.peer, variant=c.variant, process="main", **core.summarize(ts))
