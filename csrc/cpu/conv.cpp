@@ -64,7 +64,9 @@ bool use_transposed_forward(const Conv2dArgs& a) {
 bool use_ocvec(const Conv2dArgs& a) {
   const int64_t Cg = a.in_channels / a.groups, Og = a.out_channels / a.groups;
   return simd_level() == SimdLevel::avx512 && a.stride_h == 1 && a.stride_w == 1 && Cg >= 16 && Og >= 16 &&
-         a.kernel_h * a.kernel_w <= 64;
+         a.kernel_h * a.kernel_w <= 64 &&
+         // the kernel gathers weights and dY with int32 indices up to 31 * (Cg*kh*kw or out_h*out_w)
+         Cg * a.kernel_h * a.kernel_w < (int64_t{1} << 26) && a.out_h * a.out_w < (int64_t{1} << 26);
 }
 
 void forward_igemm(const Conv2dArgs& b) {
