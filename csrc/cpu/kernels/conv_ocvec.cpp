@@ -48,28 +48,42 @@ using Scratch = ::fastnn::cpu::ScratchFloats;
 constexpr int64_t OT = 32;  // output channels per tile (2 vectors)
 constexpr int kMaxRP = 12;  // pixels per tile: 24 accumulators + 2 weight vectors + 1 broadcast
 
-// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image.
-[[maybe_unused]] void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw,
+#if FASTNN_ISA_LEVEL == 2
+// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image. Each
+// row is written in 16-float pieces by masked loads / stores (lanes outside the image read
+// nothing and stay 0), with the masks of the first 8 pieces computed once: the rows are
+// short (8 to 34 floats here) and a memcpy / memset call per row cost ~6 % of a 128->128
+// 8x8 forward.
+void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw,
                 float* xpad) {
-  const int64_t c0 = std::max<int64_t>(0, pw), c1 = std::min<int64_t>(Wp, W + pw);  // valid columns of a row
+  auto piece_masks = [&](int64_t q, __mmask16& load, __mmask16& store) {
+    const int64_t n = std::min<int64_t>(16, Wp - q);
+    store = static_cast<__mmask16>((1u << n) - 1u);
+    const int64_t lo = std::max<int64_t>(0, pw - q), hi = std::min<int64_t>(n, W + pw - q);  // lanes q+l-pw in [0, W)
+    load = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
+  };
+  constexpr int kCached = 8;
+  __mmask16 load_m[kCached], store_m[kCached];
+  for (int i = 0; i < kCached && i * 16 < Wp; ++i) piece_masks(i * 16, load_m[i], store_m[i]);
   for (int64_t c = 0; c < Cg; ++c) {
     const float* xc = x + c * H * W;
     float* dc = xpad + c * Hp * Wp;
-    for (int64_t y = 0; y < Hp; ++y) {
-      float* d = dc + y * Wp;
-      const int64_t hi = y - ph;
-      if (hi < 0 || hi >= H || c1 <= c0) {
-        std::memset(d, 0, static_cast<size_t>(Wp) * 4);
-        continue;
+    for (int64_t yy = 0; yy < Hp; ++yy) {
+      float* d = dc + yy * Wp;
+      const int64_t hi = yy - ph;
+      const bool inside = hi >= 0 && hi < H;
+      const float* src = xc + hi * W - pw;  // src[t] is the row's column t - pw (read only where valid)
+      for (int64_t q = 0, i = 0; q < Wp; q += 16, ++i) {
+        __mmask16 load, store;
+        if (i < kCached) load = load_m[i], store = store_m[i];
+        else piece_masks(q, load, store);
+        const __m512 v = inside && load ? _mm512_maskz_loadu_ps(load, src + q) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + q, store, v);
       }
-      for (int64_t t = 0; t < c0; ++t) d[t] = 0.0f;
-      std::memcpy(d + c0, xc + hi * W + (c0 - pw), static_cast<size_t>(c1 - c0) * 4);
-      for (int64_t t = c1; t < Wp; ++t) d[t] = 0.0f;
     }
   }
 }
 
-#if FASTNN_ISA_LEVEL == 2
 // Tile over the channels c0 .. c0 + nch of a K block: acc = (acc_in or 0) + sum over the
 // (channel, tap) steps of w[k] (32 lanes) x xp[off[tap] + j] (xp = the tile's first pixel in
 // the block's first channel of xpad). Not the last block: acc -> acc_io ([pixel][32], in
@@ -161,8 +175,21 @@ constexpr OcvecDwFn kOcvecDw[kMaxRP] = {ocvec_dw_taps<1>, ocvec_dw_taps<2>, ocve
 void conv2d_forward_igemm(const Conv2dArgs& a);
 void conv2d_backward_weight_igemm(const Conv2dArgs& a);
 
-void conv2d_forward_ocvec(const Conv2dArgs& a) {
 #if FASTNN_ISA_LEVEL == 2
+namespace {
+
+// Where weight (o, c, tap) of the forward's OIHW tensor (o = g*Og + o', tap < khw) is:
+// w[g*g_stride + o'*o_stride + c*c_stride + (flipped ? khw-1-tap : tap)]. A plain forward
+// reads its own weights; the grad-input (a forward on dY with W'[g*Cg + c][o][tap] =
+// W[g*Og + o][c][khw-1-tap]) reads the original weights through this view, so the flipped
+// copy is never written (it was a serial pass over the weights before the packing).
+struct WeightView {
+  const float* w;
+  int64_t g_stride, o_stride, c_stride;
+  bool flipped;
+};
+
+void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t kh = a.kernel_h, kw = a.kernel_w, khw = kh * kw, K = Cg * khw;
   const int64_t Ho = a.out_h, Wo = a.out_w, P = Ho * Wo;
@@ -192,11 +219,13 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
     for (int64_t it = 0; it < G * ntile; ++it) {  // pack W: [g][tile][c][tap][32]
       const int64_t g = it / ntile, o0 = (it % ntile) * OT, ov = std::min(OT, Og - o0);
       float* d = wp.p + it * K * OT;
-      const float* src = a.weight + (g * Og + o0) * K;
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t o = 0; o < ov; ++o) d[k * OT + o] = src[o * K + k];
-        for (int64_t o = ov; o < OT; ++o) d[k * OT + o] = 0.0f;
-      }
+      const float* src = wv.w + g * wv.g_stride + o0 * wv.o_stride;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < khw; ++t, d += OT) {
+          const float* sct = src + c * wv.c_stride + (wv.flipped ? khw - 1 - t : t);
+          for (int64_t o = 0; o < ov; ++o) d[o] = sct[o * wv.o_stride];
+          for (int64_t o = ov; o < OT; ++o) d[o] = 0.0f;
+        }
     }
     Scratch xpad(Cg * plane), accbuf(P * OT);
     int64_t padded = -1;  // (image, group) currently in xpad
@@ -233,8 +262,28 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
       }
     }
   }
+}
+
+}  // namespace
+#endif
+
+void conv2d_forward_ocvec(const Conv2dArgs& a) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t Og = a.out_channels / a.groups, K = a.in_channels / a.groups * a.kernel_h * a.kernel_w;
+  forward_ocvec(a, WeightView{a.weight, Og * K, K, a.kernel_h * a.kernel_w, false});
 #else
   conv2d_forward_igemm(a);  // the front end only picks this kernel at the AVX-512 level
+#endif
+}
+
+// b = the grad-input's forward on dY (cpu/conv.cpp, backward_input_as_forward) with
+// b.weight = the original OIHW weights (out_channels = b.in_channels, in_channels = b.out_channels).
+void conv2d_backward_input_ocvec(const Conv2dArgs& b) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t G = b.groups, Og = b.in_channels / G, Cg = b.out_channels / G, khw = b.kernel_h * b.kernel_w;
+  forward_ocvec(b, WeightView{b.weight, Og * Cg * khw, khw, Cg * khw, true});
+#else
+  (void)b;  // the front end only picks this kernel at the AVX-512 level
 #endif
 }
 
