@@ -84,6 +84,13 @@ void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, in
   }
 }
 
+// Prefetch n floats into L2. Each thread pads (and, in grad-weight, transposes dY of) its
+// next image in a short burst between long compute phases, so the hardware prefetcher never
+// ran ahead and those bursts waited on memory (~3 % of a 128->128 8x8 forward / grad-weight).
+void prefetch_l2(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T1);
+}
+
 // Tile over the channels c0 .. c0 + nch of a K block: acc = (acc_in or 0) + sum over the
 // (channel, tap) steps of w[k] (32 lanes) x xp[off[tap] + j] (xp = the tile's first pixel in
 // the block's first channel of xpad). Not the last block: acc -> acc_io ([pixel][32], in
@@ -237,6 +244,11 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
       if (padded != ng) {
         pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
         padded = ng;
+        if (ng + 1 < N * G) {  // the next (image, group): static schedule, most likely this thread's
+          const int64_t n1 = (ng + 1) / G, g1 = (ng + 1) % G;
+          prefetch_l2(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w);
+          prefetch_l2(a.y + n1 * ybs + g1 * Og * P, Og * P);
+        }
       }
       float* yg = a.y + n * ybs + g * Og * P;
       for (int64_t tile = t0; tile < t1; ++tile) {
@@ -319,6 +331,10 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t g = r0 / (ntile * Cg); g < G && g * ntile * Cg < r1; ++g) {
         pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
+        if (n + 1 < n1) {
+          prefetch_l2(a.x + (n + 1) * xbs + g * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w);
+          prefetch_l2(a.dy + (n + 1) * ybs + g * Og * P, Og * P);
+        }
         for (int64_t tile = 0; tile < ntile; ++tile) {
           const int64_t rb = (g * ntile + tile) * Cg;  // first row of this tile
           const int64_t c0 = std::max<int64_t>(0, r0 - rb), c1 = std::min<int64_t>(Cg, r1 - rb);
@@ -344,14 +360,19 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t c = r % Cg, tile = (r / Cg) % ntile, g = r / (Cg * ntile);
       const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
-      for (int64_t o = 0; o < ov; ++o)
-        for (int64_t tp = 0; tp < khw; ++tp) {
-          const int64_t q = (r * khw + tp) * OT + o;
-          float s = acc.p[q];
-          if (by_image)
-            for (int u = 1; u < nth; ++u) s += acc.p[u * wsize + q];
-          a.dw[((g * Og + o0 + o) * Cg + c) * khw + tp] = s;
-        }
+      float* dst = a.dw + ((g * Og + o0) * Cg + c) * khw;
+      for (int64_t tp = 0; tp < khw; ++tp) {
+        const float* q = acc.p + (r * khw + tp) * OT;
+        __m512 s0 = _mm512_load_ps(q), s1 = _mm512_load_ps(q + 16);
+        if (by_image)
+          for (int u = 1; u < nth; ++u) {  // thread order: the sum does not depend on timing
+            s0 = _mm512_add_ps(s0, _mm512_load_ps(q + u * wsize));
+            s1 = _mm512_add_ps(s1, _mm512_load_ps(q + u * wsize + 16));
+          }
+        alignas(64) float sum[OT];
+        _mm512_store_ps(sum, s0), _mm512_store_ps(sum + 16, s1);
+        for (int64_t o = 0; o < ov; ++o) dst[o * Cg * khw + tp] = sum[o];
+      }
     }
   }
 #else
