@@ -183,6 +183,23 @@ def test_train_suite_runs_or_reports_unavailable(capsys):
     assert "REFUSED" not in out
 
 
+@needs_attention
+def test_only_keeps_the_cases_matching_any_of_its_substrings(tmp_path, capsys):
+    # e.g. `fastnn bench attention --only N2048,N4096`: comma-separated alternatives, spaces trimmed
+    path = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "", "--json", str(path),
+                        "--only", "fwd/B1 H2 N24 D16 causal, fwd+bwd/B1 H2 N24 D16")
+    assert rc == 0, err
+    doc = json.loads(path.read_text())
+    schema.validate(doc)
+    assert sorted(c["id"] for c in doc["cases"]) == [
+        "attention/attention fwd+bwd/B1 H2 N24 D16", "attention/attention fwd+bwd/B1 H2 N24 D16 causal",
+        "attention/attention fwd/B1 H2 N24 D16 causal"]
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "", "--json", str(path), "--only", "N4096")
+    assert rc == 0, err
+    assert json.loads(path.read_text())["cases"] == []
+
+
 @needs_gemm
 def test_plot_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")

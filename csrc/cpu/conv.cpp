@@ -20,6 +20,7 @@ namespace fastnn::cpu {
 FASTNN_CPU_DECLARE_ALL_ISAS(
     void conv2d_forward_igemm(const Conv2dArgs& a);
     void conv2d_forward_ocvec(const Conv2dArgs& a);
+    void conv2d_backward_input_ocvec(const Conv2dArgs& b);
     void conv2d_backward_weight_ocvec(const Conv2dArgs& a);
     void conv2d_backward_input_igemm(const Conv2dArgs& a);
     void conv2d_backward_weight_igemm(const Conv2dArgs& a);
@@ -63,7 +64,9 @@ bool use_transposed_forward(const Conv2dArgs& a) {
 bool use_ocvec(const Conv2dArgs& a) {
   const int64_t Cg = a.in_channels / a.groups, Og = a.out_channels / a.groups;
   return simd_level() == SimdLevel::avx512 && a.stride_h == 1 && a.stride_w == 1 && Cg >= 16 && Og >= 16 &&
-         a.kernel_h * a.kernel_w <= 64;
+         a.kernel_h * a.kernel_w <= 64 &&
+         // the kernel gathers weights and dY with int32 indices up to 31 * (Cg*kh*kw or out_h*out_w)
+         Cg * a.kernel_h * a.kernel_w < (int64_t{1} << 26) && a.out_h * a.out_w < (int64_t{1} << 26);
 }
 
 void forward_igemm(const Conv2dArgs& b) {
@@ -74,14 +77,6 @@ void forward_igemm(const Conv2dArgs& b) {
 void backward_input_as_forward(const Conv2dArgs& a) {
   const int64_t G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G, kh = a.kernel_h, kw = a.kernel_w;
   const int64_t khw = kh * kw, wsize = a.in_channels * Og * khw;
-  float* wt = static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(wsize) * sizeof(float)));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t o = 0; o < Og; ++o)
-      for (int64_t c = 0; c < Cg; ++c) {
-        const float* src = a.weight + ((g * Og + o) * Cg + c) * khw;
-        float* dst = wt + ((g * Cg + c) * Og + o) * khw;
-        for (int64_t t = 0; t < khw; ++t) dst[t] = src[khw - 1 - t];  // (r, s) -> (kh-1-r, kw-1-s)
-      }
   Conv2dArgs b;
   b.batch = a.batch;
   b.in_channels = a.out_channels, b.in_h = a.out_h, b.in_w = a.out_w;
@@ -92,7 +87,18 @@ void backward_input_as_forward(const Conv2dArgs& a) {
   b.dil_h = a.dil_h, b.dil_w = a.dil_w;
   b.groups = G;
   b.x_batch_stride = a.ybs(), b.y_batch_stride = a.xbs();
-  b.x = a.dy, b.weight = wt, b.y = a.dx;
+  b.x = a.dy, b.weight = a.weight, b.y = a.dx;
+  // The ocvec kernel packs W' straight from the original weights.
+  if (use_ocvec(b)) FASTNN_CPU_DISPATCH(conv2d_backward_input_ocvec, b);
+  float* wt = static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(wsize) * sizeof(float)));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* src = a.weight + ((g * Og + o) * Cg + c) * khw;
+        float* dst = wt + ((g * Cg + c) * Og + o) * khw;
+        for (int64_t t = 0; t < khw; ++t) dst[t] = src[khw - 1 - t];  // (r, s) -> (kh-1-r, kw-1-s)
+      }
+  b.weight = wt;
   try {
     forward_igemm(b);
   } catch (...) {

@@ -78,7 +78,9 @@ def build_parser():
                    help="print this machine's limits (measured once, then cached); alone: only that")
     p.add_argument("--reprobe", action="store_true", help="re-measure the limits instead of using the cache")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test sizes
-    p.add_argument("--only", default=None, help=argparse.SUPPRESS)        # substring filter on case ids
+    p.add_argument("--only", default=None, metavar="SUB[,SUB...]",
+                   help="run only the cases whose id (suite/op/shape) contains one of these substrings, "
+                        "e.g. `attention --only N2048,N4096` or `--only fwd+bwd`")
     return p
 
 
@@ -97,6 +99,7 @@ class Run:
         self.repeats = args.repeats or (3 if self.tiny else 5 if self.size == "quick" else 10)
         self.budget = 1.0 if self.tiny else 2.5 if self.size == "quick" else 20.0  # quick tour: <= 90 s
         self.baselines = tuple(b for b in (s.strip() for s in args.baselines.split(",")) if b)
+        self.only = tuple(x for x in (s.strip() for s in (args.only or "").split(",")) if x)
         self.limits = {}
         self.cases = []
         self.unavailable = []
@@ -364,7 +367,7 @@ class Run:
                         self.unavailable.append({"suite": case.suite, "missing": f"{case.what}: {case.missing}"})
                         self.ui.message(f"{case.suite} {case.what}: not available in this build ({case.missing})")
                         continue
-                    if self.args.only and self.args.only not in case.id:
+                    if self.only and not any(x in case.id for x in self.only):
                         continue
                     try:
                         rec = self.run_case(case)
