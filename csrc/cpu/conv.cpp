@@ -164,8 +164,9 @@ void conv2d_backward_input(const Conv2dArgs& a) {
 }
 
 void conv2d_backward_weight(const Conv2dArgs& a) {
-  if (a.db) conv2d_backward_bias(a);
   const int64_t wsize = a.out_channels * (a.groups ? a.in_channels / a.groups : 0) * a.kernel_h * a.kernel_w;
+  const bool bias_in_kernel = wsize > 0 && a.batch > 0 && a.out_h * a.out_w > 0 && use_ocvec(a);  // ocvec sums db
+  if (a.db && !bias_in_kernel) conv2d_backward_bias(a);
   if (wsize <= 0) return;
   if (a.batch <= 0 || a.out_h * a.out_w <= 0) {
     zero(a.dw, wsize);

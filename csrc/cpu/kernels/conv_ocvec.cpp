@@ -116,6 +116,12 @@ void gather_rows32(const float* src, int64_t stride, int64_t ov, int64_t count, 
   }
 }
 
+// (s0, s1) += the 32-float rows src[i * stride], i < count, added in order.
+inline void sum_rows32(const float* src, int64_t stride, int64_t count, __m512& s0, __m512& s1) {
+  for (int64_t i = 0; i < count; ++i, src += stride)
+    s0 = _mm512_add_ps(s0, _mm512_load_ps(src)), s1 = _mm512_add_ps(s1, _mm512_load_ps(src + 16));
+}
+
 // Tile over the channels c0 .. c0 + nch of a K block: acc = (acc_in or 0) + sum over the
 // (channel, tap) steps of w[k] (32 lanes) x xp[off[tap] + j] (xp = the tile's first pixel in
 // the block's first channel of xpad). Not the last block: acc -> acc_io ([pixel][32], in
@@ -323,7 +329,8 @@ void conv2d_backward_input_ocvec(const Conv2dArgs& b) {
 #endif
 }
 
-// dW[o][c][tap] = sum over images and pixels of dY[o][p] * xpad[c][p + off(tap)], output
+// dW[o][c][tap] = sum over images and pixels of dY[o][p] * xpad[c][p + off(tap)] (and db when
+// a.db is set: the front end then skips its own bias reduction), output
 // channels in the lanes. Threads: with at least as many images as threads, each thread sums
 // a fixed contiguous range of images into a private packed dW and the private copies are
 // added in thread order (the result does not depend on timing); with fewer images, each
@@ -343,6 +350,11 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
   int64_t off[64];
   for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
   Scratch acc(static_cast<int64_t>(by_image ? nt : 1) * wsize);
+  // grad-bias rides along (the plain reduction ran on one thread for the 128->128 8x8 layer):
+  // per-thread partial sums of the dY tiles, [g][tile][32], reduced in thread order.
+  const int64_t nbias = G * ntile * OT;
+  Scratch dbacc(a.db ? static_cast<int64_t>(by_image ? nt : 1) * nbias : 0);
+  if (a.db) std::memset(dbacc.p, 0, static_cast<size_t>((by_image ? nt : 1) * nbias) * 4);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -368,6 +380,12 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
           const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
           const float* dy = a.dy + n * ybs + (g * Og + o0) * P;
           gather_rows32(dy, P, ov, P, 1, dyT.p);
+          if (a.db && c0 == 0) {  // this thread owns the tile's first row: it sums the tile's db
+            float* d = dbacc.p + (by_image ? t * nbias : 0) + (g * ntile + tile) * OT;
+            __m512 s0 = _mm512_load_ps(d), s1 = _mm512_load_ps(d + 16);
+            sum_rows32(dyT.p, OT, P, s0, s1);
+            _mm512_store_ps(d, s0), _mm512_store_ps(d + 16, s1);
+          }
           for (int64_t c = c0; c < c1; ++c)
             for (int64_t t0 = 0; t0 < khw; t0 += kMaxRP) {
               const int64_t ntap = std::min<int64_t>(kMaxRP, khw - t0);
@@ -384,17 +402,19 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
       const int64_t c = r % Cg, tile = (r / Cg) % ntile, g = r / (Cg * ntile);
       const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
       float* dst = a.dw + ((g * Og + o0) * Cg + c) * khw;
+      const int64_t copies = by_image ? nth : 1;  // thread order: the sums do not depend on timing
+      alignas(64) float sum[OT];
       for (int64_t tp = 0; tp < khw; ++tp) {
-        const float* q = acc.p + (r * khw + tp) * OT;
-        __m512 s0 = _mm512_load_ps(q), s1 = _mm512_load_ps(q + 16);
-        if (by_image)
-          for (int u = 1; u < nth; ++u) {  // thread order: the sum does not depend on timing
-            s0 = _mm512_add_ps(s0, _mm512_load_ps(q + u * wsize));
-            s1 = _mm512_add_ps(s1, _mm512_load_ps(q + u * wsize + 16));
-          }
-        alignas(64) float sum[OT];
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        sum_rows32(acc.p + (r * khw + tp) * OT, wsize, copies, s0, s1);
         _mm512_store_ps(sum, s0), _mm512_store_ps(sum + 16, s1);
         for (int64_t o = 0; o < ov; ++o) dst[o * Cg * khw + tp] = sum[o];
+      }
+      if (a.db && c == 0) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        sum_rows32(dbacc.p + (g * ntile + tile) * OT, nbias, copies, s0, s1);
+        _mm512_store_ps(sum, s0), _mm512_store_ps(sum + 16, s1);
+        for (int64_t o = 0; o < ov; ++o) a.db[g * Og + o0 + o] = sum[o];
       }
     }
   }
