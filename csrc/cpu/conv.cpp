@@ -2,10 +2,10 @@
 //   1x1, stride 1, no padding, groups 1     -> cpu::gemm (Y[n] = W . X[n], batched)
 //   one input channel per group (depthwise) -> direct kernels   (kernels/conv_direct.cpp)
 //   otherwise                               -> implicit GEMM    (kernels/conv_igemm.cpp)
-// (stride 1, >= 16 channels per group in and out, AVX-512: forward and grad-weight in
-// kernels/conv_ocvec.cpp, output channels in the vector lanes;
+// (stride 1, >= 16 channels per group in and out, AVX-512: forward, grad-weight (with
+// grad-bias) and grad-input in kernels/conv_ocvec.cpp, output channels in the vector lanes;
 // grad-input with stride 1 and >= 8 channels per group, or >= 3 on the AVX-512 same-width
-// path: the forward implicit GEMM on flipped weights, see backward_input_as_forward)
+// path: a forward on flipped weights, see backward_input_as_forward)
 // then the ISA variant selected at run time. Zero-size problems are settled here.
 #include <cstring>
 #include <vector>

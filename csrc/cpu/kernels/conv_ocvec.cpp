@@ -1,6 +1,7 @@
 // Stride-1 convolution forward and grad-weight with the output channels in the vector lanes
 // (AVX-512), for layers with many channels (>= 16 per group in and out): 32->64, 64->128,
-// 128->128 and their grad-input run as a forward on flipped weights (cpu/conv.cpp picks it).
+// 128->128 and their grad-input run as a forward on flipped weights (cpu/conv.cpp picks it;
+// the packing reads the flipped weights straight from OIHW, no flipped copy).
 //
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
@@ -19,7 +20,7 @@
 // a dW row (input channel c, up to 12 taps, 32 output channels = 2*12 accumulators) sums
 // over the pixels dyT[p] x xpad[c][pos(p) + off(tap)]: 2 loads + 12 broadcasts per 24 FMAs,
 // with the same padded copy, so no masks and no im2col gather/transposes (the packed GEMM
-// path spent ~18 % of 128->128 fwd+bwd there).
+// path spent ~18 % of 128->128 fwd+bwd there). grad-bias is summed from the same dyT tiles.
 // Bound: compute (FMA); extra memory = the packed weights (and per-thread packed dW) + one
 // padded image (and one dyT tile) per thread.
 #include <omp.h>
