@@ -14,10 +14,15 @@
 // Threads: the C block of each (ic, pc) is split either along N (each thread packs
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
-// the threads balanced, e.g. N = 10). Small batched products run one per thread.
+// the threads balanced, e.g. N = 10). Tall products (m >= 2n) instead loop B blocks
+// outermost: the threads pack each B block together, then each runs its own rows with its
+// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A).
+// Small batched products run one per thread.
 // Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
 // level: the direct microkernel reads B rows in place and one packed A micro-panel at a
 // time (gemm_direct below); packing B only pays when its panels are reused many times.
+// With a single column tile (n <= NR) A is read in place too, and a B of < 16 columns is
+// copied 16 wide (not 32): e.g. 64 x 128 x 10 packs nothing but 128 short B rows.
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
