@@ -215,6 +215,18 @@ def test_strided_inputs(simd_level, rng):
                                                      np.ascontiguousarray(v))))
 
 
+def test_odd_and_strided_head_dim(simd_level, rng):
+    # D = 20 (a partial vector in every transposed copy of Q/K/V/O/dK/dV), and a stride of 2
+    # along D (the scalar packing path, also on AVX-512)
+    q, k, v = make(rng, 1, 2, 37, 45, 20)
+    check_forward(q, k, v, True)
+    check_backward(q, k, v, True, None, None, rng)
+    q2, k2, v2 = (x[..., ::2] for x in make(rng, 1, 2, 33, 17, 32))
+    assert q2.strides[-1] == 8
+    check_forward(q2, k2, v2)
+    check_backward(q2, k2, v2, False, None, None, rng)
+
+
 def test_deterministic(threads, rng):
     # bitwise repeatable for a given SIMD level and thread count: no atomics; a head's dq
     # receives at most one flush per thread, and with <= 2 flushes onto a zeroed buffer

@@ -183,6 +183,23 @@ def test_train_suite_runs_or_reports_unavailable(capsys):
     assert "REFUSED" not in out
 
 
+@needs_attention
+def test_only_keeps_the_cases_matching_any_of_its_substrings(tmp_path, capsys):
+    # e.g. `fastnn bench attention --only N2048,N4096`: comma-separated alternatives, spaces trimmed
+    path = tmp_path / "r.json"
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "", "--json", str(path),
+                        "--only", "fwd/B1 H2 N24 D16 causal, fwd+bwd/B1 H2 N24 D16")
+    assert rc == 0, err
+    doc = json.loads(path.read_text())
+    schema.validate(doc)
+    assert sorted(c["id"] for c in doc["cases"]) == [
+        "attention/attention fwd+bwd/B1 H2 N24 D16", "attention/attention fwd+bwd/B1 H2 N24 D16 causal",
+        "attention/attention fwd/B1 H2 N24 D16 causal"]
+    rc, out, err = _run(capsys, "attention", *TINY, "--baselines", "", "--json", str(path), "--only", "N4096")
+    assert rc == 0, err
+    assert json.loads(path.read_text())["cases"] == []
+
+
 @needs_gemm
 def test_plot_writes_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
@@ -238,6 +255,28 @@ def test_adam_limit_is_also_probed_on_the_same_buffers(tmp_path, capsys):
     assert case["limit_same_window"] == pytest.approx(case["rate"] / probe["ratio"])
     assert "limit" not in case["speedup"] and "numpy" in case["speedup"]
     assert case["fraction_of_limit"] == pytest.approx(case["rate"] / case["limit"])
+    # a set that fits in L3 is timed in the steady state (suites.ADAM_STEADY_CALLS), and says so
+    assert case["calls_per_sample"] == 8 and "mean of 8 back-to-back calls" in out
+
+
+def test_alternate_averages_back_to_back_calls(monkeypatch):
+    from fastnn.bench import core
+
+    clock = [0.0]
+    monkeypatch.setattr(core.time, "perf_counter", lambda: clock[0])
+    calls = {"a": 0, "b": 0}
+
+    def a():
+        calls["a"] += 1
+        clock[0] += 1.0  # every call of a takes 1 s, ...
+
+    def b():
+        calls["b"] += 1
+        clock[0] += 3.0 if calls["b"] % 4 == 2 else 1.0  # ... b's first call of each round 3 s
+
+    times = core.alternate([a, b], repeats=3, warmup=1, calls=4)
+    assert calls == {"a": 1 + 3 * 4, "b": 1 + 3 * 4}
+    assert times == [[1.0] * 3, [1.5] * 3]  # the mean over the 4 calls of a sample
 
 
 @needs_gemm

@@ -133,6 +133,9 @@ CASES = [
     (1, 17, 6, 5, 18, 5, 5, 1, 4, 1, 1),           # 5x5, padding beyond the image; odd channel counts
     (1, 16, 7, 7, 16, 3, 3, 1, 3, 1, 1),           # grad-input with transposed padding -1
     (2, 16, 6, 6, 16, 3, 3, 2, 1, 1, 1),           # stride 2: not this kernel (igemm), same channel counts
+    (1, 16, 2, 130, 16, 3, 3, 1, 1, 1, 1),         # padded rows of 132 > 8 pieces of 16: per-piece pad masks
+    (2, 49, 3, 4, 47, 3, 3, 1, 1, 1, 1),           # 49 -> 47: grad-input packs 49 lanes of flipped weights (partial tile)
+    (1, 96, 3, 3, 48, 3, 3, 1, 1, 1, 2),           # groups 2, 48 -> 24 per group (flipped view's group stride)
     (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]

@@ -119,12 +119,48 @@ def test_gemm_sizes(simd_level, threads, m, k, n, rng):
     run_case(rng, m, k, n, trans_b=True, with_bias=True, beta=2.0, with_c=True, activation="relu")
 
 
+@pytest.mark.parametrize("n", list(range(1, 18)) + [20, 31, 32])
+def test_gemm_single_column_tile(simd_level, threads, n, rng):
+    # The small-problem path with C of one column tile (n <= 32 on AVX-512): A read in place
+    # when its column stride is 1 (else packed), B of n < 16 columns (or 16 strided ones)
+    # packed 16 wide, n = 16 / 32 read in place. m = 13 / 100: ragged 12-row edges;
+    # 200 x 700: two threads splitting the 17 row panels 9 + 8.
+    for m, k in [(1, 1), (13, 9), (100, 300), (200, 700)]:
+        run_case(rng, m, k, n)
+        run_case(rng, m, k, n, trans_a=True, trans_b=True, with_bias=True, activation="relu")
+        run_case(rng, m, k, n, alpha=-0.5, beta=1.5, with_c=True, with_bias=True, activation="tanh")
+
+
+def test_gemm_single_column_tile_views(simd_level, threads, rng):
+    # A read in place through any row stride: a sliced row pitch (lda > k), reversed rows
+    # (negative lda), broadcast rows (lda = 0); B narrow with a sliced row pitch.
+    big_a = rand(rng, 150, 400)
+    big_b = rand(rng, 300, 40)
+    b = big_b[:257, 3:13]
+    for a in [big_a[:100, 7:264], big_a[::-1, :257][:100], np.broadcast_to(big_a[5, :257], (100, 257))]:
+        assert a.strides[1] == 4
+        got = gemm(a, b)
+        ref, tol = gemm_ref(a, b)
+        check_close(got, ref, tol)
+
+
 @pytest.mark.parametrize("m,k,n", [(4105, 1030, 5), (13, 1030, 1500), (4097, 1025, 33)])
 def test_gemm_balanced_blocks(simd_level, threads, m, k, n, rng):
     # Packed path (k > 1024) with M above the A block height (mc = 4092 on AVX-512) and N
     # above the B block width (nc = 672) per thread: the rows / columns are cut into equal
     # blocks (gemm_driver.cpp balanced_block), with ragged MR / NR edges in each of them.
     run_case(rng, m, k, n, with_bias=True, beta=0.5, with_c=True, activation="relu")
+
+
+@pytest.mark.parametrize("m,k,n", [(1501, 1030, 701), (97, 1100, 40), (4097, 1025, 5)])
+def test_gemm_tall_shared_b(simd_level, threads, m, k, n, rng):
+    # Tall products (m >= 2n) past the small-problem path: with 2 threads M is split (ragged
+    # MR units: 1501 rows -> 126 + 125 units of 12 on AVX-512) and the threads share each
+    # packed B block; 701 columns = 2 B blocks (nc = 672 on AVX-512) and k = 1030 = 3 k blocks, so the
+    # barrier between repacks of the shared block and the first / last k block epilogue
+    # (beta, bias, activation) are all exercised.
+    run_case(rng, m, k, n, with_bias=True, beta=0.5, with_c=True, activation="gelu")
+    run_case(rng, m, k, n, trans_a=True, trans_b=True, alpha=-2.0)
 
 
 @pytest.mark.parametrize("activation", ACTS)

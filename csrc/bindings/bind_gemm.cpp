@@ -50,11 +50,16 @@ void expect_same_operand_dtype(const Tensor& a, const Tensor& b, const char* op,
                " (the dtype of the other operand), got ", dtype_name(b.dtype));
 }
 
-// On the CPU a 16-bit operand is widened to float32 (exact); float32 and CUDA operands
-// are returned as they are.
+// On the CPU a 16-bit operand is widened to float32 (exact), in place of `t`; float32 and
+// CUDA operands are left as they are (no copy of the Tensor's shape vectors).
+void widen_cpu_operand(Tensor& t) {
+  if (t.device().type == DeviceType::cuda || !is_low_precision(t.dtype)) return;
+  t = to_dtype(t, DType::float32);
+}
 Tensor cpu_operand(const Tensor& t) {
-  if (t.device().type == DeviceType::cuda || !is_low_precision(t.dtype)) return t;
-  return to_dtype(t, DType::float32);
+  Tensor r = t;
+  widen_cpu_operand(r);
+  return r;
 }
 
 // `p` advanced by `elems` elements of `dt` (GemmArgs keeps 16-bit operand addresses in
@@ -144,7 +149,7 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   // A bias that is not unit-stride is made contiguous (n floats): the epilogue reads it as a vector.
   if (bias.defined() && bias.shape[0] > 1 && bias.strides[0] != 1) bias = contiguous(bias);
   Tensor r = prepare_result({m, n}, out, c, use_c, dev, op, {{&a, "a"}, {&b, "b"}, {&bias, "bias"}});
-  a = cpu_operand(a), b = cpu_operand(b);
+  widen_cpu_operand(a), widen_cpu_operand(b);
 
   GemmArgs g;
   // BLAS: with alpha = 0 neither a nor b is read (a NaN there must not reach the result): an
@@ -506,7 +511,7 @@ py::object linear_py(py::handle x_obj, py::handle w_obj, py::handle bias_obj, py
   Tensor w = to_tensor(w_obj, op, "weight");
   Tensor bias = to_tensor_or_none(bias_obj, op, "bias");
   check_linear(x, w, bias, op, true);
-  x = cpu_operand(x), w = cpu_operand(w);
+  widen_cpu_operand(x), widen_cpu_operand(w);
   const Activation act = parse_activation(act_obj, op, "activation");
   const Device dev = x.device();
   if (bias.defined() && bias.shape[0] > 1 && bias.strides[0] != 1) bias = contiguous(bias);

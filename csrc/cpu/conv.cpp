@@ -2,10 +2,10 @@
 //   1x1, stride 1, no padding, groups 1     -> cpu::gemm (Y[n] = W . X[n], batched)
 //   one input channel per group (depthwise) -> direct kernels   (kernels/conv_direct.cpp)
 //   otherwise                               -> implicit GEMM    (kernels/conv_igemm.cpp)
-// (stride 1, >= 16 channels per group in and out, AVX-512: forward and grad-weight in
-// kernels/conv_ocvec.cpp, output channels in the vector lanes;
+// (stride 1, >= 16 channels per group in and out, AVX-512: forward, grad-weight (with
+// grad-bias) and grad-input in kernels/conv_ocvec.cpp, output channels in the vector lanes;
 // grad-input with stride 1 and >= 8 channels per group, or >= 3 on the AVX-512 same-width
-// path: the forward implicit GEMM on flipped weights, see backward_input_as_forward)
+// path: a forward on flipped weights, see backward_input_as_forward)
 // then the ISA variant selected at run time. Zero-size problems are settled here.
 #include <cstring>
 #include <vector>
@@ -20,6 +20,7 @@ namespace fastnn::cpu {
 FASTNN_CPU_DECLARE_ALL_ISAS(
     void conv2d_forward_igemm(const Conv2dArgs& a);
     void conv2d_forward_ocvec(const Conv2dArgs& a);
+    void conv2d_backward_input_ocvec(const Conv2dArgs& b);
     void conv2d_backward_weight_ocvec(const Conv2dArgs& a);
     void conv2d_backward_input_igemm(const Conv2dArgs& a);
     void conv2d_backward_weight_igemm(const Conv2dArgs& a);
@@ -63,7 +64,9 @@ bool use_transposed_forward(const Conv2dArgs& a) {
 bool use_ocvec(const Conv2dArgs& a) {
   const int64_t Cg = a.in_channels / a.groups, Og = a.out_channels / a.groups;
   return simd_level() == SimdLevel::avx512 && a.stride_h == 1 && a.stride_w == 1 && Cg >= 16 && Og >= 16 &&
-         a.kernel_h * a.kernel_w <= 64;
+         a.kernel_h * a.kernel_w <= 64 &&
+         // the kernel gathers weights and dY with int32 indices up to 31 * (Cg*kh*kw or out_h*out_w)
+         Cg * a.kernel_h * a.kernel_w < (int64_t{1} << 26) && a.out_h * a.out_w < (int64_t{1} << 26);
 }
 
 void forward_igemm(const Conv2dArgs& b) {
@@ -74,14 +77,6 @@ void forward_igemm(const Conv2dArgs& b) {
 void backward_input_as_forward(const Conv2dArgs& a) {
   const int64_t G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G, kh = a.kernel_h, kw = a.kernel_w;
   const int64_t khw = kh * kw, wsize = a.in_channels * Og * khw;
-  float* wt = static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(wsize) * sizeof(float)));
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t o = 0; o < Og; ++o)
-      for (int64_t c = 0; c < Cg; ++c) {
-        const float* src = a.weight + ((g * Og + o) * Cg + c) * khw;
-        float* dst = wt + ((g * Cg + c) * Og + o) * khw;
-        for (int64_t t = 0; t < khw; ++t) dst[t] = src[khw - 1 - t];  // (r, s) -> (kh-1-r, kw-1-s)
-      }
   Conv2dArgs b;
   b.batch = a.batch;
   b.in_channels = a.out_channels, b.in_h = a.out_h, b.in_w = a.out_w;
@@ -92,7 +87,18 @@ void backward_input_as_forward(const Conv2dArgs& a) {
   b.dil_h = a.dil_h, b.dil_w = a.dil_w;
   b.groups = G;
   b.x_batch_stride = a.ybs(), b.y_batch_stride = a.xbs();
-  b.x = a.dy, b.weight = wt, b.y = a.dx;
+  b.x = a.dy, b.weight = a.weight, b.y = a.dx;
+  // The ocvec kernel packs W' straight from the original weights.
+  if (use_ocvec(b)) FASTNN_CPU_DISPATCH(conv2d_backward_input_ocvec, b);
+  float* wt = static_cast<float*>(cpu_allocator::allocate(static_cast<size_t>(wsize) * sizeof(float)));
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* src = a.weight + ((g * Og + o) * Cg + c) * khw;
+        float* dst = wt + ((g * Cg + c) * Og + o) * khw;
+        for (int64_t t = 0; t < khw; ++t) dst[t] = src[khw - 1 - t];  // (r, s) -> (kh-1-r, kw-1-s)
+      }
+  b.weight = wt;
   try {
     forward_igemm(b);
   } catch (...) {
@@ -158,8 +164,9 @@ void conv2d_backward_input(const Conv2dArgs& a) {
 }
 
 void conv2d_backward_weight(const Conv2dArgs& a) {
-  if (a.db) conv2d_backward_bias(a);
   const int64_t wsize = a.out_channels * (a.groups ? a.in_channels / a.groups : 0) * a.kernel_h * a.kernel_w;
+  const bool bias_in_kernel = wsize > 0 && a.batch > 0 && a.out_h * a.out_w > 0 && use_ocvec(a);  // ocvec sums db
+  if (a.db && !bias_in_kernel) conv2d_backward_bias(a);
   if (wsize <= 0) return;
   if (a.batch <= 0 || a.out_h * a.out_w <= 0) {
     zero(a.dw, wsize);

@@ -1,6 +1,7 @@
 // Stride-1 convolution forward and grad-weight with the output channels in the vector lanes
 // (AVX-512), for layers with many channels (>= 16 per group in and out): 32->64, 64->128,
-// 128->128 and their grad-input run as a forward on flipped weights (cpu/conv.cpp picks it).
+// 128->128 and their grad-input run as a forward on flipped weights (cpu/conv.cpp picks it;
+// the packing reads the flipped weights straight from OIHW, no flipped copy).
 //
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
@@ -19,7 +20,7 @@
 // a dW row (input channel c, up to 12 taps, 32 output channels = 2*12 accumulators) sums
 // over the pixels dyT[p] x xpad[c][pos(p) + off(tap)]: 2 loads + 12 broadcasts per 24 FMAs,
 // with the same padded copy, so no masks and no im2col gather/transposes (the packed GEMM
-// path spent ~18 % of 128->128 fwd+bwd there).
+// path spent ~18 % of 128->128 fwd+bwd there). grad-bias is summed from the same dyT tiles.
 // Bound: compute (FMA); extra memory = the packed weights (and per-thread packed dW) + one
 // padded image (and one dyT tile) per thread.
 #include <omp.h>
@@ -48,28 +49,80 @@ using Scratch = ::fastnn::cpu::ScratchFloats;
 constexpr int64_t OT = 32;  // output channels per tile (2 vectors)
 constexpr int kMaxRP = 12;  // pixels per tile: 24 accumulators + 2 weight vectors + 1 broadcast
 
-// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image.
-[[maybe_unused]] void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw,
+#if FASTNN_ISA_LEVEL == 2
+// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image. Each
+// row is written in 16-float pieces by masked loads / stores (lanes outside the image read
+// nothing and stay 0), with the masks of the first 8 pieces computed once: the rows are
+// short (8 to 34 floats here) and a memcpy / memset call per row cost ~6 % of a 128->128
+// 8x8 forward.
+void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw,
                 float* xpad) {
-  const int64_t c0 = std::max<int64_t>(0, pw), c1 = std::min<int64_t>(Wp, W + pw);  // valid columns of a row
+  auto piece_masks = [&](int64_t q, __mmask16& load, __mmask16& store) {
+    const int64_t n = std::min<int64_t>(16, Wp - q);
+    store = static_cast<__mmask16>((1u << n) - 1u);
+    const int64_t lo = std::max<int64_t>(0, pw - q), hi = std::min<int64_t>(n, W + pw - q);  // lanes q+l-pw in [0, W)
+    load = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
+  };
+  constexpr int kCached = 8;
+  __mmask16 load_m[kCached], store_m[kCached];
+  for (int i = 0; i < kCached && i * 16 < Wp; ++i) piece_masks(i * 16, load_m[i], store_m[i]);
   for (int64_t c = 0; c < Cg; ++c) {
     const float* xc = x + c * H * W;
     float* dc = xpad + c * Hp * Wp;
-    for (int64_t y = 0; y < Hp; ++y) {
-      float* d = dc + y * Wp;
-      const int64_t hi = y - ph;
-      if (hi < 0 || hi >= H || c1 <= c0) {
-        std::memset(d, 0, static_cast<size_t>(Wp) * 4);
-        continue;
+    for (int64_t yy = 0; yy < Hp; ++yy) {
+      float* d = dc + yy * Wp;
+      const int64_t hi = yy - ph;
+      const bool inside = hi >= 0 && hi < H;
+      const float* src = xc + hi * W - pw;  // src[t] is the row's column t - pw (read only where valid)
+      for (int64_t q = 0, i = 0; q < Wp; q += 16, ++i) {
+        __mmask16 load, store;
+        if (i < kCached) load = load_m[i], store = store_m[i];
+        else piece_masks(q, load, store);
+        const __m512 v = inside && load ? _mm512_maskz_loadu_ps(load, src + q) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + q, store, v);
       }
-      for (int64_t t = 0; t < c0; ++t) d[t] = 0.0f;
-      std::memcpy(d + c0, xc + hi * W + (c0 - pw), static_cast<size_t>(c1 - c0) * 4);
-      for (int64_t t = c1; t < Wp; ++t) d[t] = 0.0f;
     }
   }
 }
 
-#if FASTNN_ISA_LEVEL == 2
+// Prefetches a block of floats into L2 a few lines per step of the compute loop. Each thread
+// pads (and, in grad-weight, transposes dY of) its next image in a short burst between long
+// compute phases, so the hardware prefetcher never ran ahead and those bursts waited on
+// memory (~3 % of a 128->128 8x8 forward / grad-weight); a burst of prefetches instead
+// stalled on the fill buffers, spread over the compute they are hidden.
+struct SpreadPrefetch {
+  const char* p = nullptr;
+  int64_t lines = 0, per_step = 0;
+  void start(const float* q, int64_t n, int64_t steps) {
+    p = reinterpret_cast<const char*>(q), lines = cdiv(n, 16), per_step = cdiv(lines, std::max<int64_t>(1, steps));
+  }
+  void step() {
+    for (int64_t k = 0; k < per_step && lines > 0; ++k, --lines, p += 64) _mm_prefetch(p, _MM_HINT_T1);
+  }
+};
+
+// dst[i][o] (rows of 32 floats) = src[o * stride + i * step] for i < count, o < ov, and 0
+// for o >= ov: two 16-lane gathers per row (int32 indices: the front end keeps 31 * stride
+// below 2^31). Packs the weights and transposes dY tiles; the scalar transposes were ~2 %
+// (forward) and ~4 % (grad-weight) of the 128->128 8x8 layer.
+void gather_rows32(const float* src, int64_t stride, int64_t ov, int64_t count, int64_t step, float* dst) {
+  const __m512i idx0 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(static_cast<int>(stride)));
+  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(static_cast<int>(16 * stride)));
+  const __mmask16 m0 = static_cast<__mmask16>(ov >= 16 ? 0xffffu : (1u << ov) - 1u);
+  const __mmask16 m1 = static_cast<__mmask16>(ov >= 32 ? 0xffffu : ov > 16 ? (1u << (ov - 16)) - 1u : 0u);
+  for (int64_t i = 0; i < count; ++i, src += step, dst += OT) {
+    _mm512_store_ps(dst, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx0, src, 4));
+    _mm512_store_ps(dst + 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx1, src, 4));
+  }
+}
+
+// (s0, s1) += the 32-float rows src[i * stride], i < count, added in order.
+inline void sum_rows32(const float* src, int64_t stride, int64_t count, __m512& s0, __m512& s1) {
+  for (int64_t i = 0; i < count; ++i, src += stride)
+    s0 = _mm512_add_ps(s0, _mm512_load_ps(src)), s1 = _mm512_add_ps(s1, _mm512_load_ps(src + 16));
+}
+
 // Tile over the channels c0 .. c0 + nch of a K block: acc = (acc_in or 0) + sum over the
 // (channel, tap) steps of w[k] (32 lanes) x xp[off[tap] + j] (xp = the tile's first pixel in
 // the block's first channel of xpad). Not the last block: acc -> acc_io ([pixel][32], in
@@ -161,8 +214,21 @@ constexpr OcvecDwFn kOcvecDw[kMaxRP] = {ocvec_dw_taps<1>, ocvec_dw_taps<2>, ocve
 void conv2d_forward_igemm(const Conv2dArgs& a);
 void conv2d_backward_weight_igemm(const Conv2dArgs& a);
 
-void conv2d_forward_ocvec(const Conv2dArgs& a) {
 #if FASTNN_ISA_LEVEL == 2
+namespace {
+
+// Where weight (o, c, tap) of the forward's OIHW tensor (o = g*Og + o', tap < khw) is:
+// w[g*g_stride + o'*o_stride + c*c_stride + (flipped ? khw-1-tap : tap)]. A plain forward
+// reads its own weights; the grad-input (a forward on dY with W'[g*Cg + c][o][tap] =
+// W[g*Og + o][c][khw-1-tap]) reads the original weights through this view, so the flipped
+// copy is never written (it was a serial pass over the weights before the packing).
+struct WeightView {
+  const float* w;
+  int64_t g_stride, o_stride, c_stride;
+  bool flipped;
+};
+
+void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t kh = a.kernel_h, kw = a.kernel_w, khw = kh * kw, K = Cg * khw;
   const int64_t Ho = a.out_h, Wo = a.out_w, P = Ho * Wo;
@@ -192,13 +258,13 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
     for (int64_t it = 0; it < G * ntile; ++it) {  // pack W: [g][tile][c][tap][32]
       const int64_t g = it / ntile, o0 = (it % ntile) * OT, ov = std::min(OT, Og - o0);
       float* d = wp.p + it * K * OT;
-      const float* src = a.weight + (g * Og + o0) * K;
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t o = 0; o < ov; ++o) d[k * OT + o] = src[o * K + k];
-        for (int64_t o = ov; o < OT; ++o) d[k * OT + o] = 0.0f;
-      }
+      const float* src = wv.w + g * wv.g_stride + o0 * wv.o_stride;
+      for (int64_t c = 0; c < Cg; ++c)  // the 32 output channels of one (c, tap) are o_stride apart
+        gather_rows32(src + c * wv.c_stride + (wv.flipped ? khw - 1 : 0), wv.o_stride, ov, khw, wv.flipped ? -1 : 1,
+                      d + c * khw * OT);
     }
     Scratch xpad(Cg * plane), accbuf(P * OT);
+    SpreadPrefetch pf_x, pf_y;
     int64_t padded = -1;  // (image, group) currently in xpad
 #pragma omp for schedule(static)
     for (int64_t it = 0; it < items; ++it) {
@@ -208,6 +274,11 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
       if (padded != ng) {
         pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
         padded = ng;
+        if (ng + 1 < N * G) {  // the next (image, group): static schedule, most likely this thread's
+          const int64_t n1 = (ng + 1) / G, g1 = (ng + 1) % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
+          pf_x.start(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
+          pf_y.start(a.y + n1 * ybs + g1 * Og * P, Og * P, steps);
+        }
       }
       float* yg = a.y + n * ybs + g * Og * P;
       for (int64_t tile = t0; tile < t1; ++tile) {
@@ -225,6 +296,7 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
           for (int64_t i = 0; i < Ho; ++i)
             for (int64_t j0 = 0; j0 < Wo; j0 += kMaxRP) {
               const int64_t rp = std::min<int64_t>(kMaxRP, Wo - j0);
+              pf_x.step(), pf_y.step();
               kOcvecTile[rp - 1](nch, khw, plane, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
                                  accbuf.p + (i * Wo + j0) * OT, c0 == 0, c0 + nch >= Cg, bias, a.activation,
                                  yg + o0 * P + i * Wo + j0, P, ov);
@@ -233,12 +305,33 @@ void conv2d_forward_ocvec(const Conv2dArgs& a) {
       }
     }
   }
+}
+
+}  // namespace
+#endif
+
+void conv2d_forward_ocvec(const Conv2dArgs& a) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t Og = a.out_channels / a.groups, K = a.in_channels / a.groups * a.kernel_h * a.kernel_w;
+  forward_ocvec(a, WeightView{a.weight, Og * K, K, a.kernel_h * a.kernel_w, false});
 #else
   conv2d_forward_igemm(a);  // the front end only picks this kernel at the AVX-512 level
 #endif
 }
 
-// dW[o][c][tap] = sum over images and pixels of dY[o][p] * xpad[c][p + off(tap)], output
+// b = the grad-input's forward on dY (cpu/conv.cpp, backward_input_as_forward) with
+// b.weight = the original OIHW weights (out_channels = b.in_channels, in_channels = b.out_channels).
+void conv2d_backward_input_ocvec(const Conv2dArgs& b) {
+#if FASTNN_ISA_LEVEL == 2
+  const int64_t G = b.groups, Og = b.in_channels / G, Cg = b.out_channels / G, khw = b.kernel_h * b.kernel_w;
+  forward_ocvec(b, WeightView{b.weight, Og * Cg * khw, khw, Cg * khw, true});
+#else
+  (void)b;  // the front end only picks this kernel at the AVX-512 level
+#endif
+}
+
+// dW[o][c][tap] = sum over images and pixels of dY[o][p] * xpad[c][p + off(tap)] (and db when
+// a.db is set: the front end then skips its own bias reduction), output
 // channels in the lanes. Threads: with at least as many images as threads, each thread sums
 // a fixed contiguous range of images into a private packed dW and the private copies are
 // added in thread order (the result does not depend on timing); with fewer images, each
@@ -258,6 +351,11 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
   int64_t off[64];
   for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
   Scratch acc(static_cast<int64_t>(by_image ? nt : 1) * wsize);
+  // grad-bias rides along (the plain reduction ran on one thread for the 128->128 8x8 layer):
+  // per-thread partial sums of the dY tiles, [g][tile][32], reduced in thread order.
+  const int64_t nbias = G * ntile * OT;
+  Scratch dbacc(a.db ? static_cast<int64_t>(by_image ? nt : 1) * nbias : 0);
+  if (a.db) std::memset(dbacc.p, 0, static_cast<size_t>((by_image ? nt : 1) * nbias) * 4);
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -267,23 +365,32 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     float* mine = acc.p + (by_image ? t * wsize : 0);
     std::memset(mine + r0 * khw * OT, 0, static_cast<size_t>((r1 - r0) * khw * OT) * 4);
     Scratch xpad(Cg * plane), dyT(P * OT);
+    SpreadPrefetch pf_x, pf_y;
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t g = r0 / (ntile * Cg); g < G && g * ntile * Cg < r1; ++g) {
         pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
+        if (n + 1 < n1) {
+          const int64_t steps = ntile * Cg * cdiv(khw, kMaxRP);
+          pf_x.start(a.x + (n + 1) * xbs + g * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
+          pf_y.start(a.dy + (n + 1) * ybs + g * Og * P, Og * P, steps);
+        }
         for (int64_t tile = 0; tile < ntile; ++tile) {
           const int64_t rb = (g * ntile + tile) * Cg;  // first row of this tile
           const int64_t c0 = std::max<int64_t>(0, r0 - rb), c1 = std::min<int64_t>(Cg, r1 - rb);
           if (c0 >= c1) continue;
           const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
           const float* dy = a.dy + n * ybs + (g * Og + o0) * P;
-          for (int64_t p = 0; p < P; ++p) {
-            float* d = dyT.p + p * OT;
-            for (int64_t o = 0; o < ov; ++o) d[o] = dy[o * P + p];
-            for (int64_t o = ov; o < OT; ++o) d[o] = 0.0f;
+          gather_rows32(dy, P, ov, P, 1, dyT.p);
+          if (a.db && c0 == 0) {  // this thread owns the tile's first row: it sums the tile's db
+            float* d = dbacc.p + (by_image ? t * nbias : 0) + (g * ntile + tile) * OT;
+            __m512 s0 = _mm512_load_ps(d), s1 = _mm512_load_ps(d + 16);
+            sum_rows32(dyT.p, OT, P, s0, s1);
+            _mm512_store_ps(d, s0), _mm512_store_ps(d + 16, s1);
           }
           for (int64_t c = c0; c < c1; ++c)
             for (int64_t t0 = 0; t0 < khw; t0 += kMaxRP) {
               const int64_t ntap = std::min<int64_t>(kMaxRP, khw - t0);
+              pf_x.step(), pf_y.step();
               kOcvecDw[ntap - 1](Ho, Wo, Wp, off + t0, dyT.p, xpad.p + c * plane, mine + ((rb + c) * khw + t0) * OT);
             }
         }
@@ -295,14 +402,21 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t c = r % Cg, tile = (r / Cg) % ntile, g = r / (Cg * ntile);
       const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
-      for (int64_t o = 0; o < ov; ++o)
-        for (int64_t tp = 0; tp < khw; ++tp) {
-          const int64_t q = (r * khw + tp) * OT + o;
-          float s = acc.p[q];
-          if (by_image)
-            for (int u = 1; u < nth; ++u) s += acc.p[u * wsize + q];
-          a.dw[((g * Og + o0 + o) * Cg + c) * khw + tp] = s;
-        }
+      float* dst = a.dw + ((g * Og + o0) * Cg + c) * khw;
+      const int64_t copies = by_image ? nth : 1;  // thread order: the sums do not depend on timing
+      alignas(64) float sum[OT];
+      for (int64_t tp = 0; tp < khw; ++tp) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        sum_rows32(acc.p + (r * khw + tp) * OT, wsize, copies, s0, s1);
+        _mm512_store_ps(sum, s0), _mm512_store_ps(sum + 16, s1);
+        for (int64_t o = 0; o < ov; ++o) dst[o * Cg * khw + tp] = sum[o];
+      }
+      if (a.db && c == 0) {
+        __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+        sum_rows32(dbacc.p + (g * ntile + tile) * OT, nbias, copies, s0, s1);
+        _mm512_store_ps(sum, s0), _mm512_store_ps(sum + 16, s1);
+        for (int64_t o = 0; o < ov; ++o) a.db[g * Og + o0 + o] = sum[o];
+      }
     }
   }
 #else

@@ -14,10 +14,15 @@
 // Threads: the C block of each (ic, pc) is split either along N (each thread packs
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
-// the threads balanced, e.g. N = 10). Small batched products run one per thread.
+// the threads balanced, e.g. N = 10). Tall products (m >= 2n) instead loop B blocks
+// outermost: the threads pack each B block together, then each runs its own rows with its
+// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A).
+// Small batched products run one per thread.
 // Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
 // level: the direct microkernel reads B rows in place and one packed A micro-panel at a
 // time (gemm_direct below); packing B only pays when its panels are reused many times.
+// With a single column tile (n <= NR) A is read in place too, and a B of < 16 columns is
+// copied 16 wide (not 32): e.g. 64 x 128 x 10 packs nothing but 128 short B rows.
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
@@ -119,6 +124,25 @@ bool use_direct(const GemmArgs& g, int64_t k) {
   return static_cast<double>(g.m) * g.n * k <= 8.0 * (1 << 20);
 }
 
+#if FASTNN_ISA_LEVEL == 2
+// B of at most 16 columns (k x n), zero-padded to a 16-float row stride: what the direct
+// microkernel reads for n_valid <= 16, a quarter of a packed 32-column panel.
+void pack_b_narrow(int64_t k, int64_t n, const float* b, int64_t rs, int64_t cs, float* out) {
+  if (cs == 1) {  // one masked load and one store per row
+    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t p = 0; p < k; ++p) _mm512_store_ps(out + p * 16, _mm512_maskz_loadu_ps(mask, b + p * rs));
+    return;
+  }
+  for (int64_t p = 0; p < k; ++p) {
+    float* o = out + p * 16;
+    const float* src = b + p * rs;
+    int64_t j = 0;
+    for (; j < n; ++j) o[j] = src[j * cs];
+    for (; j < 16; ++j) o[j] = 0.0f;
+  }
+}
+#endif
+
 void gemm_direct(const GemmArgs& g, int nt) {
 #if FASTNN_ISA_LEVEL == 2
   const int64_t m = g.m, n = g.n, k = g.k;
@@ -126,10 +150,16 @@ void gemm_direct(const GemmArgs& g, int nt) {
   int64_t ldb = g.b_rs;
   float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
+  // One column tile: each A micro-panel would be packed for a single microkernel call, so
+  // a unit-stride A is read in place. B of <= 16 columns that cannot be read in place is
+  // packed 16 wide by each thread into its own stack buffer (<= 64 KiB, cheaper than a
+  // barrier).
+  const bool a_in_place = n_panels == 1 && g.a_cs == 1;
+  const bool narrow = n < 16 || (n == 16 && g.b_cs != 1);
   // Panels read in place: all the full ones of a unit-stride B; the others are packed (all of
   // a transposed B, e.g. linear's weight), by the threads together.
   const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
-  const int64_t n_packed = n_panels - n_direct;
+  const int64_t n_packed = narrow || (n == 16 && g.b_cs == 1) ? 0 : n_panels - n_direct;
   if (n_packed > 0)
     packed = static_cast<float*>(cpu_allocator::allocate(n_packed * kGemmNR * k * sizeof(float)));
   const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
@@ -143,6 +173,8 @@ void gemm_direct(const GemmArgs& g, int nt) {
 #pragma omp barrier  // a thread may read panels another one packed
       }
     }
+    alignas(64) float b_narrow[16 * kDirectMaxK];
+    if (narrow) pack_b_narrow(k, n, g.b, g.b_rs, g.b_cs, b_narrow);
     int64_t j0 = 0, j1 = n_panels, i0 = 0, i1 = m_panels;
     if (split_n)
       split_range(n_panels, nt, tid, 1, &j0, &j1);
@@ -156,15 +188,27 @@ void gemm_direct(const GemmArgs& g, int nt) {
     for (int64_t ir = i0; ir < i1; ++ir) {
       const int64_t r0 = ir * kGemmMR;
       const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0);
-      gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
+      if (!a_in_place) gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
       ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
       for (int64_t jr = j0; jr < j1; ++jr) {
         const int64_t c0 = jr * kGemmNR;
         ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
-        const bool in_place = jr < n_direct;
-        const float* bp = in_place ? b + c0 : packed + (jr - n_direct) * kGemmNR * k;
-        gemm_microkernel_direct(k, ap, bp, in_place ? ldb : kGemmNR, g.c + r0 * g.c_rs + c0 * g.c_cs, g.c_rs,
-                                g.c_cs, m_valid, std::min<int64_t>(kGemmNR, n - c0), ep);
+        const float* bp;
+        int64_t bld;
+        if (narrow) {
+          bp = b_narrow, bld = 16;
+        } else if (jr < n_direct || n == 16) {  // n == 16 here: unit column stride
+          bp = b + c0, bld = ldb;
+        } else {
+          bp = packed + (jr - n_direct) * kGemmNR * k, bld = kGemmNR;
+        }
+        float* cp = g.c + r0 * g.c_rs + c0 * g.c_cs;
+        const int64_t n_valid = std::min<int64_t>(kGemmNR, n - c0);
+        if (a_in_place)
+          gemm_microkernel_direct_ab(k, g.a + r0 * g.a_rs, g.a_rs, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid,
+                                     ep);
+        else
+          gemm_microkernel_direct(k, ap, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
       }
     }
   };
@@ -178,6 +222,86 @@ void gemm_direct(const GemmArgs& g, int nt) {
 #else
   (void)g, (void)nt;
 #endif
+}
+
+// Microkernel calls over one packed A block (micro-panels ir0..ir1 of rows starting at C
+// row `ic`) and one packed B block (columns jc..jc+ncb) of depth kc; the k block is the
+// first (user's beta) and/or the last (bias, activation) of the product as flagged.
+void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int64_t ic, int64_t ir0, int64_t ir1,
+                  int64_t jc, int64_t ncb, int64_t kc, bool first, bool last) {
+  GemmEpilogue ep;
+  ep.alpha = g.alpha;
+  ep.beta = first ? g.beta : 1.0f;
+  ep.act = last ? g.activation : Activation::none;
+  // The next A micro-panel is fetched into L2 a slice per microkernel call: the A block
+  // lives in L3 (it is larger than L2 beside the B block once m*kc >~ 1M floats), and
+  // otherwise each panel's first call waits on L3 latency for every line of it.
+  const int64_t a_lines = cdiv(kGemmMR * kc * int64_t(sizeof(float)), 64);
+  const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, kGemmNR));
+  for (int64_t ir = ir0; ir < ir1; ++ir) {
+    const int64_t i0 = ic + ir * kGemmMR;
+    const float* ap = a_buf + ir * kGemmMR * kc;
+    const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + kGemmMR * kc) : nullptr;
+    const int64_t m_valid = std::min<int64_t>(kGemmMR, g.m - i0);
+    ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
+    for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
+      if (ap_next) {
+        const int64_t l0 = jr / kGemmNR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
+        for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(ap_next + 64 * l, 0, 2);
+      }
+      const int64_t j0 = jc + jr;
+      ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
+      gemm_microkernel(kc, ap, b_buf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs, g.c_rs, g.c_cs, m_valid,
+                       std::min<int64_t>(kGemmNR, ncb - jr), ep);
+    }
+  }
+}
+
+// Tall products (m >= 2n) on several threads: the threads split M and share each packed B
+// block (each packs its share of the NR panels, then a barrier), and pack their own A
+// blocks. B is packed once in all, a thread never waits for the other's A packing, and
+// with a single B block (n <= nc, k <= 4/3 kc: e.g. 8192 x 512 x 512) the threads meet
+// at one barrier only, so a preempted thread does not stall the other at every block.
+// `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] ceil(min(mc, m_t)/MR)*MR*kc.
+bool use_shared_b(const GemmArgs& g, int nt) {
+  return nt > 1 && g.m >= 2 * g.n && g.m >= 4 * kGemmMR * nt;
+}
+
+void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, float* b_buf) {
+  const int64_t m = g.m, n = g.n;
+  const int64_t k = g.alpha == 0.0f ? 0 : g.k;
+  const int64_t nk = k_blocks(k, blk.kc);
+  const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);
+  const int64_t nc_step = balanced_block(n, blk.nc, kGemmNR);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    int64_t m0, m1;
+    split_range(m, nt, tid, kGemmMR, &m0, &m1);
+    float* abuf = a_bufs[tid];
+    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), blk.mc, kGemmMR);
+    for (int64_t jc = 0; jc < n; jc += nc_step) {
+      const int64_t ncb = std::min(nc_step, n - jc);
+      for (int64_t kb = 0; kb < nk; ++kb) {
+        const int64_t pc = kb * kc_step;
+        const int64_t kc = std::min(kc_step, k - pc);
+        int64_t q0, q1;
+        split_range(cdiv(ncb, kGemmNR), nt, tid, 1, &q0, &q1);
+        const int64_t c0 = q0 * kGemmNR, c1 = std::min(ncb, q1 * kGemmNR);
+        if (kc > 0 && c1 > c0)
+          gemm_pack_b(kc, c1 - c0, g.b + pc * g.b_rs + (jc + c0) * g.b_cs, g.b_rs, g.b_cs, b_buf + c0 * kc);
+#pragma omp barrier
+        for (int64_t ic = m0; ic < m1; ic += mc_step) {
+          const int64_t mc = std::min(mc_step, m1 - ic);
+          if (kc > 0) gemm_pack_a(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, abuf);
+          macro_kernel(g, abuf, b_buf, ic, 0, cdiv(mc, kGemmMR), jc, ncb, kc, kb == 0, kb == nk - 1);
+        }
+        if (jc + ncb < n || kb + 1 < nk) {
+#pragma omp barrier  // the B block is repacked next iteration
+        }
+      }
+    }
+  }
 }
 
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
@@ -221,36 +345,10 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
         if (nt > 1) {
 #pragma omp barrier
         }
-        GemmEpilogue ep;
-        ep.alpha = g.alpha;
-        ep.beta = kb == 0 ? g.beta : 1.0f;
-        const bool last = kb == nk - 1;
         for (int64_t jc = n0; jc < n1; jc += nc_step) {
           const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
-          // The next A micro-panel is fetched into L2 a slice per microkernel call: the A block
-          // lives in L3 (it is larger than L2 beside the B block once m*kc >~ 1M floats), and
-          // otherwise each panel's first call waits on L3 latency for every line of it.
-          const int64_t a_lines = cdiv(kGemmMR * kc * int64_t(sizeof(float)), 64);
-          const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, kGemmNR));
-          for (int64_t ir = ir0; ir < ir1; ++ir) {
-            const int64_t i0 = ic + ir * kGemmMR;
-            const float* ap = a_buf + ir * kGemmMR * kc;
-            const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + kGemmMR * kc) : nullptr;
-            const int64_t m_valid = std::min<int64_t>(kGemmMR, m - i0);
-            ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
-            for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
-              if (ap_next) {
-                const int64_t l0 = jr / kGemmNR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
-                for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(ap_next + 64 * l, 0, 2);
-              }
-              const int64_t j0 = jc + jr;
-              ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
-              ep.act = last ? g.activation : Activation::none;
-              gemm_microkernel(kc, ap, bbuf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs, g.c_rs, g.c_cs,
-                               m_valid, std::min<int64_t>(kGemmNR, ncb - jr), ep);
-            }
-          }
+          macro_kernel(g, a_buf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
         }
         if (nt > 1) {
 #pragma omp barrier  // the A block is repacked next iteration
@@ -302,6 +400,13 @@ void gemm_run(const GemmArgs& g) {
   const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
   if (g.batch == 1 && use_direct(g, k_eff)) {  // no packed blocks to allocate
     gemm_direct(g, nt_one);
+    return;
+  }
+  if (g.batch == 1 && use_shared_b(g, nt_one) && !use_direct(g, k_eff)) {
+    const int64_t m_t = cdiv(cdiv(g.m, nt_one), kGemmMR) * kGemmMR;  // rows per thread, at most
+    const int64_t a_floats_t = cdiv(std::min(blk.mc, m_t), kGemmMR) * kGemmMR * kc;
+    Buffers buf(b_floats, a_floats_t, nt_one);  // `a`: the shared B block; `b[t]`: thread t's A block
+    gemm_shared_b(g, blk, nt_one, buf.b, buf.a);
     return;
   }
   if (g.batch == 1 || nt_one >= max_threads) {

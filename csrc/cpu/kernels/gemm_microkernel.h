@@ -88,6 +88,11 @@ void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, in
 constexpr bool kGemmHasDirect = true;
 void gemm_microkernel_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,
                              int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
+// And with A read in place too (row i at a + i*lda, unit column stride), for a C of one
+// column tile (n <= NR), where a packed A micro-panel would serve a single microkernel call.
+void gemm_microkernel_direct_ab(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                                int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
+                                const GemmEpilogue& ep);
 #else
 constexpr bool kGemmHasDirect = false;
 #endif

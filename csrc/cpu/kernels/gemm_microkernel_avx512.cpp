@@ -33,9 +33,12 @@ constexpr int64_t kCTailSteps = 16;
 // immediate offsets, so the 12 broadcasts need no address registers. No masked loads in
 // the k loop: GCC then gives up moving the accumulators out of memory and stores all of
 // them after every k step (measured ~3x slower).
-template <int ROWS, int NV, bool B_DIRECT>
+// A_DIRECT = true: A read in place instead, row i at ap + i*lda, unit column stride (the
+// caller's C has a single column tile, so a packed A panel would be used once): four
+// row pointers (rows 0, 4, 8) plus lda and 3*lda in index registers address all 12 rows.
+template <int ROWS, int NV, bool B_DIRECT, bool A_DIRECT = false>
 void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __restrict bp, int64_t ldb, float* c,
-                     int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+                     int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep, int64_t lda = 0) {
   __m512 acc[ROWS][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < ROWS; ++i)
@@ -53,6 +56,8 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
   }
 
   const int64_t b_step = B_DIRECT ? ldb : kGemmNR;
+  const int64_t lda3 = 3 * lda;  // rows 4q + {0, 1, 2, 3} at arow[q] + {0, lda, 2*lda, lda3}: scaled-index modes
+  const float* arow[3] = {ap, ap + 4 * lda, ap + 8 * lda};
   const int64_t k_tail = kc > kCTailSteps ? kc - kCTailSteps : 0;
   int64_t p = 0;
   for (int part = 0; part < 2; ++part) {
@@ -67,11 +72,16 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
         _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchRows * b_step + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i) {
-        const __m512 a = _mm512_set1_ps(ap[i]);
+        const __m512 a = _mm512_set1_ps(A_DIRECT ? arow[i / 4][i % 4 == 3 ? lda3 : (i % 4) * lda] : ap[i]);
 #pragma GCC unroll 2
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
       }
-      ap += kGemmMR;
+      if (A_DIRECT) {
+#pragma GCC unroll 3
+        for (int q = 0; q < 3; ++q) ++arow[q];
+      } else {
+        ap += kGemmMR;
+      }
       bp += b_step;
     }
     if (part == 0 && c_cs == 1) {
@@ -123,6 +133,12 @@ void micro_tile_direct(int64_t kc, const float* ap, const float* b, int64_t ldb,
   micro_tile_impl<ROWS, NV, true>(kc, ap, b, ldb, c, c_rs, c_cs, n_valid, ep);
 }
 
+template <int ROWS, int NV>
+void micro_tile_direct_ab(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                          int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+  micro_tile_impl<ROWS, NV, true, true>(kc, a, b, ldb, c, c_rs, c_cs, n_valid, ep, lda);
+}
+
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t,
                         const GemmEpilogue&);
 using DirectFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, int64_t,
@@ -137,6 +153,15 @@ constexpr DirectFn kDirect[12] = {
     micro_tile_direct<1, NV>, micro_tile_direct<2, NV>, micro_tile_direct<3, NV>,  micro_tile_direct<4, NV>,
     micro_tile_direct<5, NV>, micro_tile_direct<6, NV>, micro_tile_direct<7, NV>,  micro_tile_direct<8, NV>,
     micro_tile_direct<9, NV>, micro_tile_direct<10, NV>, micro_tile_direct<11, NV>, micro_tile_direct<12, NV>};
+
+using DirectAbFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t,
+                            int64_t, const GemmEpilogue&);
+template <int NV>
+constexpr DirectAbFn kDirectAb[12] = {
+    micro_tile_direct_ab<1, NV>, micro_tile_direct_ab<2, NV>,  micro_tile_direct_ab<3, NV>,
+    micro_tile_direct_ab<4, NV>, micro_tile_direct_ab<5, NV>,  micro_tile_direct_ab<6, NV>,
+    micro_tile_direct_ab<7, NV>, micro_tile_direct_ab<8, NV>,  micro_tile_direct_ab<9, NV>,
+    micro_tile_direct_ab<10, NV>, micro_tile_direct_ab<11, NV>, micro_tile_direct_ab<12, NV>};
 
 }  // namespace
 
@@ -156,6 +181,16 @@ void gemm_microkernel_direct(int64_t kc, const float* ap, const float* b, int64_
     kDirect<2>[m_valid - 1](kc, ap, b, ldb, c, c_rs, c_cs, n_valid, ep);
   else
     kDirect<1>[m_valid - 1](kc, ap, b, ldb, c, c_rs, c_cs, n_valid, ep);
+}
+
+void gemm_microkernel_direct_ab(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                                int64_t c_rs, int64_t c_cs, int64_t m_valid, int64_t n_valid,
+                                const GemmEpilogue& ep) {
+  if (m_valid <= 0 || n_valid <= 0) return;
+  if (n_valid > 16)
+    kDirectAb<2>[m_valid - 1](kc, a, lda, b, ldb, c, c_rs, c_cs, n_valid, ep);
+  else
+    kDirectAb<1>[m_valid - 1](kc, a, lda, b, ldb, c, c_rs, c_cs, n_valid, ep);
 }
 
 #endif  // FASTNN_ISA_LEVEL == 2

@@ -51,7 +51,8 @@ def main() -> int:
                     # the parent chose the round count (>= 9 for a full run: it takes the median of
                     # per-round ratios); the budget still caps a slow case
                     times = core.alternate([c.fn for c in case.contenders], spec["repeats"], warmup=1,
-                                           budget_s=spec["budget"], syncs=[c.sync for c in case.contenders])
+                                           budget_s=spec["budget"], syncs=[c.sync for c in case.contenders],
+                                           calls=case.calls)
                 out["cases"][case.id] = {"times": {c.name: t for c, t in zip(case.contenders, times)}}
         except core.NotAvailable as e:
             out["notes"].append(f"{label}: not available in the child ({e})")

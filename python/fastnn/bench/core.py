@@ -74,6 +74,7 @@ class Case:
     note: str = ""
     samples: Optional[float] = None  # for training cases: samples processed by one call
     intensity: Optional[float] = None  # FLOP per byte of compulsory memory traffic (roofline)
+    calls: int = 1  # consecutive calls per timed sample, every contender alike (see alternate)
     margins: dict = dataclasses.field(default_factory=dict)  # filled by check_case: max |err| / tol
 
     @property
@@ -168,9 +169,13 @@ def check_case(case: Case) -> dict:
     return errors
 
 
-def alternate(fns, repeats: int, warmup: int = 1, budget_s: Optional[float] = None, syncs=None):
+def alternate(fns, repeats: int, warmup: int = 1, budget_s: Optional[float] = None, syncs=None, calls: int = 1):
     """Times the callables A B C A B C ...; returns one list of seconds per callable.
 
+    ``calls`` > 1 makes each sample the mean of that many back-to-back calls (a steady state, as
+    inside a training loop) instead of one call right after another contender's run: for an op
+    of well under a millisecond a single call mostly measures what the previous contender left
+    behind (parked worker threads, a clock ramping up, evicted caches), not the op.
     ``budget_s`` caps the time spent (at least 3 rounds are always run) so that a slow peer
     at a large size does not stall a run."""
     syncs = syncs or [None] * len(fns)
@@ -184,10 +189,11 @@ def alternate(fns, repeats: int, warmup: int = 1, budget_s: Optional[float] = No
     for r in range(repeats):
         for i, (f, s) in enumerate(zip(fns, syncs)):
             t0 = time.perf_counter()
-            f()
+            for _ in range(calls):
+                f()
             if s:
                 s()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append((time.perf_counter() - t0) / calls)
         if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
             break
     return times

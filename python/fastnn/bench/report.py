@@ -170,6 +170,10 @@ def table(recs, run, out):
     if peers:
         print("  * = the peer at its best (fastest variant); x = speedup of fastnn over it "
               "(> 1: fastnn faster); rate = fastnn's", file=out)
+    steady = [r for r in recs if (r.get("calls_per_sample") or 1) > 1]
+    for r in steady:
+        print(f"  {r['op']} {r['shape']}: each sample is the mean of {r['calls_per_sample']} back-to-back calls, "
+              "every contender alike (steady state)", file=out)
     probed = [r for r in recs if r.get("limit_same_window")]
     if probed:
         print("  % limit: of the cached probe (best ever measured here); (in parentheses): of the same probe "

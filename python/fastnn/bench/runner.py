@@ -78,7 +78,9 @@ def build_parser():
                    help="print this machine's limits (measured once, then cached); alone: only that")
     p.add_argument("--reprobe", action="store_true", help="re-measure the limits instead of using the cache")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test sizes
-    p.add_argument("--only", default=None, help=argparse.SUPPRESS)        # substring filter on case ids
+    p.add_argument("--only", default=None, metavar="SUB[,SUB...]",
+                   help="run only the cases whose id (suite/op/shape) contains one of these substrings, "
+                        "e.g. `attention --only N2048,N4096` or `--only fwd+bwd`")
     return p
 
 
@@ -97,6 +99,7 @@ class Run:
         self.repeats = args.repeats or (3 if self.tiny else 5 if self.size == "quick" else 10)
         self.budget = 1.0 if self.tiny else 2.5 if self.size == "quick" else 20.0  # quick tour: <= 90 s
         self.baselines = tuple(b for b in (s.strip() for s in args.baselines.split(",")) if b)
+        self.only = tuple(x for x in (s.strip() for s in (args.only or "").split(",")) if x)
         self.limits = {}
         self.cases = []
         self.unavailable = []
@@ -152,7 +155,7 @@ class Run:
         threads = case.threads or self.threads
         rec = {"suite": case.suite, "op": case.op, "shape": case.shape, "id": case.id, "threads": threads,
                "unit": case.unit, "work": case.work, "intensity": getattr(case, "intensity", None),
-               "samples": case.samples, "limit_kind": case.limit, "status": "ok", "error": None,
+               "samples": case.samples, "calls_per_sample": case.calls, "limit_kind": case.limit, "status": "ok", "error": None,
                "results": [], "refused": [], "speedup": {}, "note": case.note}
         with self.threads_for(threads):
             self.ui.update(f"{case.op} {case.shape}: checking")
@@ -183,7 +186,7 @@ class Run:
                         self.notes.append(f"{case.id}: memory of {c.name}: {e}")
             self.ui.update(f"{case.op} {case.shape}: timing {len(ok)} contenders")
             times = core.alternate([c.fn for c in ok], self.repeats, warmup=1 if self.size == "full" else 1,
-                                   budget_s=self.budget, syncs=[c.sync for c in ok])
+                                   budget_s=self.budget, syncs=[c.sync for c in ok], calls=case.calls)
         fmed = None
         for c, ts in zip(ok, times):
             r = dict(name=c.name, peer=c.peer, variant=c.variant, process="main", **core.summarize(ts))
@@ -364,7 +367,7 @@ class Run:
                         self.unavailable.append({"suite": case.suite, "missing": f"{case.what}: {case.missing}"})
                         self.ui.message(f"{case.suite} {case.what}: not available in this build ({case.missing})")
                         continue
-                    if self.args.only and self.args.only not in case.id:
+                    if self.only and not any(x in case.id for x in self.only):
                         continue
                     try:
                         rec = self.run_case(case)

@@ -24,9 +24,9 @@ __all__ = ["gemm", "matmul", "linear", "matmul_backward", "linear_backward"]
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bias=None, activation=None,
          out=None):
     """``act(alpha * op(a) @ op(b) + beta * c + bias)``; bias has one entry per output column."""
-    # Positional: pybind11's keyword matching cost more than the whole 1x1x1 product.
-    return _C._gemm_positional(a, b, bool(trans_a), bool(trans_b), float(alpha), float(beta), c, bias, activation,
-                               out)
+    # Positional: pybind11's keyword matching cost more than the whole 1x1x1 product. The
+    # flags and scalars are converted by pybind11's casters (bool(), float() here cost ~0.1 us).
+    return _C._gemm_positional(a, b, trans_a, trans_b, alpha, beta, c, bias, activation, out)
 
 
 def matmul(a, b, *, out=None):
