@@ -11,6 +11,23 @@ os.environ.setdefault("FASTNN_CUDA_EMULATE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+
+class _NoTorch:
+    """FASTNN_TEST_NO_TORCH=1 (tools/sanitize.sh --leaks): importing torch raises ImportError, so
+    tests that need it skip (pytest.importorskip) and the leak run needs no suppressions for
+    libtorch's own allocations, which could also hide fastnn's when called through torch."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"import of {name} blocked by FASTNN_TEST_NO_TORCH=1", name=name)
+        return None
+
+
+if os.environ.get("FASTNN_TEST_NO_TORCH") == "1":
+    import sys  # noqa: E402
+
+    sys.meta_path.insert(0, _NoTorch())
+
 import fastnn  # noqa: E402
 
 _LEVELS = ["generic", "avx2", "avx512"]

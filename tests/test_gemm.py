@@ -439,3 +439,17 @@ def test_gemm_property(m, k, n, ta, tb, sa, sb, beta, act, level, seed):
         check_close(got, ref, tol, act)
     finally:
         fastnn.set_simd_level(before)
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 2, 3), (2, 0, 3), (0, 3)])
+def test_linear_zero_rows_any_leading_shape(shape):
+    """Zero-size leading dimensions: an empty result of the right shape (forward and backward).
+    (0, 0, k) used to leave the row count unset in the binding (ASan: SEGV in gemm_pack_a)."""
+    x = fastnn.tensor(np.ones(shape, np.float32))
+    w = fastnn.tensor(np.ones((5, shape[-1]), np.float32))
+    y = linear(x, w, fastnn.tensor(np.ones(5, np.float32)))
+    assert y.shape == shape[:-1] + (5,)
+    gx, gw, gb = linear_backward(fastnn.tensor(np.ones(shape[:-1] + (5,), np.float32)), x, w, True)
+    assert gx.shape == shape and gw.shape == (5, shape[-1]) and gb.shape == (5,)
+    np.testing.assert_array_equal(np.asarray(gw), 0.0)  # a sum over no rows
+    np.testing.assert_array_equal(np.asarray(gb), 0.0)

@@ -30,7 +30,9 @@ from conftest import DEVICES
 CALLS = int(os.environ.get("FASTNN_MEMORY_CALLS", "10000"))
 SECONDS = float(os.environ.get("FASTNN_MEMORY_SECONDS", "0.5"))
 MIN_CALLS = 5
-RSS_SLACK_MIB = 4.0
+# tools/sanitize.sh raises it: under ASan freed blocks wait in the quarantine (up to 256 MiB) before
+# reuse, so RSS grows without a leak; the live-bytes check and LeakSanitizer cover leaks there.
+RSS_SLACK_MIB = float(os.environ.get("FASTNN_MEMORY_RSS_SLACK_MIB", "4.0"))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -353,7 +353,7 @@ def test_training_step_on_device(device, rng):
 
 
 def test_cross_entropy_label_smoothing_matches_torch(rng):
-    import torch
+    torch = pytest.importorskip("torch")
     x = rng.standard_normal((6, 5)).astype(np.float32)
     y = rng.integers(0, 5, 6)
     xt = fnn.tensor(x, requires_grad=True)

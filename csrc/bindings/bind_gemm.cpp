@@ -447,6 +447,16 @@ py::tuple matmul_backward_py(py::handle g_obj, py::handle a_obj, py::handle b_ob
 // ---- linear ---------------------------------------------------------------------------
 // x (..., in) as an (M, in) matrix with row stride *rs if its leading dims collapse.
 bool rows_collapse(const Tensor& x, int64_t* rows, int64_t* rs) {
+  // No rows (a zero-size leading dimension): any strides do. Without this a (0, 0, k) input
+  // failed the stride test even after contiguous() and left rows / rs unset (ASan: SEGV in
+  // gemm_pack_a with a garbage row count, tests/test_fuzz_layers.py).
+  for (int64_t d = 0; d + 1 < x.ndim(); ++d) {
+    if (x.shape[d] == 0) {
+      *rows = 0;
+      *rs = x.shape.back();
+      return true;
+    }
+  }
   int64_t inner = 1, stride = 0;
   bool have = false;
   for (int64_t d = x.ndim() - 2; d >= 0; --d) {
