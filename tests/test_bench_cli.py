@@ -272,11 +272,12 @@ def test_alternate_averages_back_to_back_calls(monkeypatch):
 
     def b():
         calls["b"] += 1
-        clock[0] += 3.0 if calls["b"] % 4 == 2 else 1.0  # ... b's first call of each round 3 s
+        # ... b's first call of each sample 3 s (waking its threads), its second 2 s
+        clock[0] += {2: 3.0, 3: 2.0}.get(calls["b"] % 5, 1.0)
 
     times = core.alternate([a, b], repeats=3, warmup=1, calls=4)
-    assert calls == {"a": 1 + 3 * 4, "b": 1 + 3 * 4}
-    assert times == [[1.0] * 3, [1.5] * 3]  # the mean over the 4 calls of a sample
+    assert calls == {"a": 1 + 3 * 5, "b": 1 + 3 * 5}  # warm-up, then per sample 1 untimed + 4 timed
+    assert times == [[1.0] * 3, [1.25] * 3]  # the untimed first call is left out, the mean of the 4 kept
 
 
 @needs_gemm

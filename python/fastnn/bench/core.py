@@ -169,13 +169,21 @@ def check_case(case: Case) -> dict:
     return errors
 
 
+def lead_in_calls(calls: int) -> int:
+    """Untimed calls before a sample of ``calls`` back-to-back ones (none for a single call)."""
+    return 0 if calls <= 1 else max(1, calls // 4)
+
+
 def alternate(fns, repeats: int, warmup: int = 1, budget_s: Optional[float] = None, syncs=None, calls: int = 1):
     """Times the callables A B C A B C ...; returns one list of seconds per callable.
 
     ``calls`` > 1 makes each sample the mean of that many back-to-back calls (a steady state, as
     inside a training loop) instead of one call right after another contender's run: for an op
     of well under a millisecond a single call mostly measures what the previous contender left
-    behind (parked worker threads, a clock ramping up, evicted caches), not the op.
+    behind (parked worker threads, a clock ramping up, evicted caches), not the op. Such a
+    sample starts with ``lead_in_calls(calls)`` untimed calls: on this VM a core left idle for a
+    few milliseconds (while a single-threaded peer ran) comes back slowly, and whichever
+    multi-threaded contender comes next would pay for it in its first calls.
     ``budget_s`` caps the time spent (at least 3 rounds are always run) so that a slow peer
     at a large size does not stall a run."""
     syncs = syncs or [None] * len(fns)
@@ -188,6 +196,10 @@ def alternate(fns, repeats: int, warmup: int = 1, budget_s: Optional[float] = No
     start = time.perf_counter()
     for r in range(repeats):
         for i, (f, s) in enumerate(zip(fns, syncs)):
+            for _ in range(lead_in_calls(calls)):
+                f()
+            if s and calls > 1:
+                s()
             t0 = time.perf_counter()
             for _ in range(calls):
                 f()

@@ -6,6 +6,8 @@ import os
 import shutil
 import sys
 
+from . import core
+
 
 def _rich_console(out):
     if not out.isatty() or os.environ.get("FASTNN_BENCH_PLAIN"):
@@ -172,8 +174,9 @@ def table(recs, run, out):
               "(> 1: fastnn faster); rate = fastnn's", file=out)
     steady = [r for r in recs if (r.get("calls_per_sample") or 1) > 1]
     for r in steady:
-        print(f"  {r['op']} {r['shape']}: each sample is the mean of {r['calls_per_sample']} back-to-back calls, "
-              "every contender alike (steady state)", file=out)
+        print(f"  {r['op']} {r['shape']}: each sample is the mean of {r['calls_per_sample']} back-to-back calls "
+              f"after {core.lead_in_calls(r['calls_per_sample'])} untimed ones, every contender alike (steady state)",
+              file=out)
     probed = [r for r in recs if r.get("limit_same_window")]
     if probed:
         print("  % limit: of the cached probe (best ever measured here); (in parentheses): of the same probe "

@@ -552,7 +552,7 @@ def _adam_ref(p, g, m, v, step=1):
 # spinning worker gives ~68 GB/s), and after any ~4 ms pause (NumPy's step, even a sleep) the
 # next three calls of any contender ran ~45/25/10 % slower than the steady state. The same-buffer
 # probe, run right after fastnn, paid neither. So these sizes are timed as the mean of 8
-# back-to-back steps, every contender alike.
+# back-to-back steps after 2 untimed ones (core.alternate), every contender alike.
 ADAM_STEADY_CALLS, ADAM_STEADY_MAX = 8, 1 << 21
 
 
