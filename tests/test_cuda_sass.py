@@ -13,7 +13,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import sass_check  # noqa: E402
 
 
-def test_tensor_core_gemm_has_hmma():
+def test_tensor_core_gemm_has_hmma(monkeypatch):
+    # Under tools/sanitize.sh this process runs with libasan in LD_PRELOAD; nvcc and cuobjdump are
+    # not ours and crash with it (exit 139), so they must not inherit it.
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     cuobjdump = sass_check.find_cuobjdump(None)
     if cuobjdump is None or shutil.which("nvcc") is None:
         pytest.skip("nvcc or cuobjdump not installed (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
