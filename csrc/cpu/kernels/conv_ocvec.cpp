@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "fastnn/activation.h"
 #include "fastnn/allocator.h"
@@ -324,10 +325,9 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   if (N * G < 2 * nt_max) nsplit = std::min(ntile, cdiv(2 * nt_max, N * G));
   const int64_t per_split = cdiv(ntile, nsplit);
   const int64_t items = N * G * nsplit;
-  const int nt = static_cast<int>(std::min<int64_t>(nt_max, std::max<int64_t>(items, G * ntile)));
+  const int nt = static_cast<int>(std::min<int64_t>(nt_max, items));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
   const PlanePadder padder(a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w);
-  Scratch wp(G * ntile * K * OT);
   // K blocks of whole channels whose weight block (kch * khw * 128 B <= ~20 KiB) stays in
   // L1 while it sweeps the image (a whole 32-channel weight tile streamed from L2 per
   // pixel tile stalled on the weight loads); partial sums go through accbuf.
@@ -342,23 +342,31 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < G * ntile; ++it) {  // pack W: [g][tile][c][tap][32]
-      const int64_t g = it / ntile, o0 = (it % ntile) * OT, ov = std::min(OT, Og - o0);
+    // Each thread packs the weight tiles it uses into its own copy when it first needs them
+    // ([g][tile][c][tap][32]): no barrier between packing and computing (a thread that woke
+    // late held the other up there), and the tiles are written into the L2 that reads them.
+    Scratch wp(G * ntile * K * OT);
+    std::vector<uint8_t> packed(static_cast<size_t>(G * ntile), 0);
+    auto weight_tile = [&](int64_t g, int64_t tile) -> const float* {
+      const int64_t it = g * ntile + tile, o0 = tile * OT, ov = std::min(OT, Og - o0);
       float* d = wp.p + it * K * OT;
+      if (packed[it]) return d;
+      packed[it] = 1;
       const float* src = wv.w + g * wv.g_stride + o0 * wv.o_stride;
       if (!wv.flipped && wv.c_stride == khw && wv.o_stride == K) {  // [o][k] rows: a plain transpose
         gemm_pack_b(K, ov, src, 1, K, d);  // 16 x 16 register transposes (the gathers: ~1.5 % of 128->128)
-        continue;
+        return d;
       }
       for (int64_t c = 0; c < Cg; ++c)  // the 32 output channels of one (c, tap) are o_stride apart
         gather_rows32(src + c * wv.c_stride + (wv.flipped ? khw - 1 : 0), wv.o_stride, ov, khw, wv.flipped ? -1 : 1,
                       d + c * khw * OT);
-    }
+      return d;
+    };
     Scratch xpad(Cg * plane), accbuf(P * OT);
     SpreadPrefetch pf_x, pf_y;
     int64_t padded = -1;  // (image, group) currently in xpad
-#pragma omp for schedule(static)
+    const int64_t nth = omp_get_num_threads();
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t sp = it % nsplit, ng = it / nsplit, g = ng % G, n = ng / G;
       const int64_t t0 = sp * per_split, t1 = std::min(ntile, t0 + per_split);
@@ -366,8 +374,12 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
       if (padded != ng) {
         padder.pad(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, xpad.p);
         padded = ng;
-        if (ng + 1 < N * G) {  // the next (image, group): static schedule, most likely this thread's
-          const int64_t n1 = (ng + 1) / G, g1 = (ng + 1) % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
+        // Items are handed out in turn (dynamic: the two cores of the VM run at uneven
+        // speeds, a static split left one waiting ~5 % of a 128->128 8x8 forward at the end),
+        // so this thread's next item is most likely `nth` items on.
+        const int64_t next = (it + nth) / nsplit;
+        if (next < N * G && next != ng) {
+          const int64_t n1 = next / G, g1 = next % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
           pf_x.start(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
           pf_y.start(a.y + n1 * ybs + g1 * Og * P, Og * P, steps);
         }
@@ -375,7 +387,7 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
       float* yg = a.y + n * ybs + g * Og * P;
       for (int64_t tile = t0; tile < t1; ++tile) {
         const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
-        const float* wt = wp.p + (g * ntile + tile) * K * OT;
+        const float* wt = weight_tile(g, tile);
         const float* bias = a.bias ? a.bias + g * Og + o0 : nullptr;
         // A partial tile's bias lanes beyond ov are read from a padded copy.
         alignas(64) float bpad[OT];
