@@ -137,6 +137,8 @@ CASES = [
     (2, 49, 3, 4, 47, 3, 3, 1, 1, 1, 1),           # 49 -> 47: grad-input packs 49 lanes of flipped weights (partial tile)
     (1, 96, 3, 3, 48, 3, 3, 1, 1, 1, 2),           # groups 2, 48 -> 24 per group (flipped view's group stride)
     (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
+    (1, 16, 3, 140, 16, 3, 3, 1, 3, 1, 1),         # grad-input's transposed padding -1 on rows of 142 > 8 pieces: per-row pad
+    (1, 16, 64, 66, 17, 3, 3, 1, 1, 1, 1),         # padded plane 66 x 68 > 256 pieces of 16: per-row pad, not expand loads
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

@@ -16,6 +16,7 @@
 
 #include "bindings/common.h"
 #include "bindings/cuda_settings.h"
+#include "bindings/fastcall.h"
 #include "fastnn/elementwise_math.h"
 #include "fastnn/gemm.h"
 
@@ -78,6 +79,26 @@ void run_gemm(GemmArgs g, const Device& dev) {
   } else {
     cpu::gemm(g);
   }
+}
+
+// CPU products of at most this many multiply-adds run with the GIL held: they take a few
+// microseconds (64 x 128 x 10 = 82K: ~2-5 us), and releasing and re-acquiring the GIL costs
+// ~0.1 us of that. Anything larger, and every CUDA product (an emulated kernel is ~1000x
+// slower; a real one may wait on the stream), releases it.
+constexpr double kGemmHoldGilMaxWork = 131072.0;
+
+bool gemm_releases_gil(double batch_mnk, const Device& dev) {
+  return dev.type == DeviceType::cuda || batch_mnk > kGemmHoldGilMaxWork;
+}
+
+// run_gemm, with the GIL released unless the product is small (see kGemmHoldGilMaxWork).
+void run_gemm_gil_aware(const GemmArgs& g, const Device& dev) {
+  if (!gemm_releases_gil(static_cast<double>(g.m) * g.n * g.k * g.batch, dev)) {
+    run_gemm(g, dev);
+    return;
+  }
+  py::gil_scoped_release nogil;
+  run_gemm(g, dev);
 }
 
 bool same_view(const Tensor& a, const Tensor& b) {
@@ -167,11 +188,8 @@ py::object gemm_py(py::handle a_obj, py::handle b_obj, bool trans_a, bool trans_
   g.bias_col = bias.defined() ? bias.data_as<float>() : nullptr;
   g.activation = act;
   g.ab_dtype = a.dtype;
-  {
-    py::gil_scoped_release nogil;
-    run_gemm(g, dev);
-  }
-  return wrap(r);
+  run_gemm_gil_aware(g, dev);
+  return wrap(std::move(r));
 }
 
 // ---- batched products over arbitrary (broadcast) batch dims -------------------------
@@ -338,18 +356,20 @@ py::object matmul_py(py::handle a_obj, py::handle b_obj, py::handle out_obj) {
     rf = as_full(rf, p.full_shape);
   }
   GemmArgs g = matrix_args(p.a, false, p.b, false, rf, p.m, p.n, p.k);
-  {
-    py::gil_scoped_release nogil;
-    run_batched(g, p.bshape, batch_strides(p.a, p.bshape), batch_strides(p.b, p.bshape),
-                batch_strides(rf, p.bshape), dev);
-    if (rf.data() != r.data()) {
-      Tensor tmp = rf;
-      tmp.shape = r.shape;
-      tmp.strides = contiguous_strides(r.shape);
-      copy_(r, tmp);
-    }
+  double work = static_cast<double>(p.m) * p.n * p.k;
+  for (int64_t d : p.bshape) work *= static_cast<double>(d);
+  std::optional<py::gil_scoped_release> nogil;
+  if (gemm_releases_gil(work, dev)) nogil.emplace();
+  run_batched(g, p.bshape, batch_strides(p.a, p.bshape), batch_strides(p.b, p.bshape), batch_strides(rf, p.bshape),
+              dev);
+  if (rf.data() != r.data()) {
+    Tensor tmp = rf;
+    tmp.shape = r.shape;
+    tmp.strides = contiguous_strides(r.shape);
+    copy_(r, tmp);
   }
-  return wrap(r);
+  nogil.reset();
+  return wrap(std::move(r));
 }
 
 // Gradient of one operand of a batched product, reduced over the dims where that
@@ -523,11 +543,8 @@ py::object linear_py(py::handle x_obj, py::handle w_obj, py::handle bias_obj, py
   GemmArgs g = matrix_args(xm, false, w, true, rm, xm.shape[0], w.shape[0], w.shape[1]);
   g.bias_col = bias.defined() ? bias.data_as<float>() : nullptr;
   g.activation = act;
-  {
-    py::gil_scoped_release nogil;
-    run_gemm(g, dev);
-  }
-  return wrap(r);
+  run_gemm_gil_aware(g, dev);
+  return wrap(std::move(r));
 }
 
 py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_obj, bool need_bias) {
@@ -576,6 +593,40 @@ py::tuple linear_backward_py(py::handle g_obj, py::handle x_obj, py::handle w_ob
   return py::make_tuple(wrap(gx), wrap(gw), need_bias ? wrap(gb) : py::none());
 }
 
+// ---- the public entry points as fastcall builtins (fastcall.h) --------------------------
+PyObject* gemm_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return fastcall_guard([&] {
+    const char* op = "gemm";
+    static PyObject* const one = PyFloat_FromDouble(1.0);  // immortal defaults (never released)
+    static PyObject* const zero = PyFloat_FromDouble(0.0);
+    PyObject* v[10];
+    parse_fastcall(op, args, nargs, kwnames,
+                   {{"a", nullptr}, {"b", nullptr}, {"trans_a", Py_False}, {"trans_b", Py_False}, {"alpha", one},
+                    {"beta", zero}, {"c", Py_None}, {"bias", Py_None}, {"activation", Py_None}, {"out", Py_None}},
+                   2, v);
+    const float alpha = arg_float(v[4], op, "alpha"), beta = arg_float(v[5], op, "beta");
+    return gemm_py(v[0], v[1], arg_bool(v[2], op, "trans_a"), arg_bool(v[3], op, "trans_b"), alpha, beta, v[6],
+                   v[7], v[8], v[9]);
+  });
+}
+
+PyObject* matmul_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return fastcall_guard([&] {
+    PyObject* v[3];
+    parse_fastcall("matmul", args, nargs, kwnames, {{"a", nullptr}, {"b", nullptr}, {"out", Py_None}}, 2, v);
+    return matmul_py(v[0], v[1], v[2]);
+  });
+}
+
+PyObject* linear_fastcall(PyObject*, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  return fastcall_guard([&] {
+    PyObject* v[4];
+    parse_fastcall("linear", args, nargs, kwnames,
+                   {{"x", nullptr}, {"weight", nullptr}, {"bias", Py_None}, {"activation", Py_None}}, 3, v);
+    return linear_py(v[0], v[1], v[2], v[3]);
+  });
+}
+
 // ---- CUDA GEMM configuration and plan ---------------------------------------------------
 void set_gemm_tile(int tile) {
   FASTNN_CHECK(tile == 0 || tile == 64 || tile == 128, ValueError,
@@ -607,20 +658,39 @@ py::tuple cuda_gemm_plan(int64_t m, int64_t n, int64_t k, int64_t batch, py::han
 }  // namespace
 
 FASTNN_BINDINGS(gemm) {
-  m.def("gemm", &gemm_py, py::arg("a"), py::arg("b"), py::kw_only(), py::arg("trans_a") = false,
-        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("c") = py::none(),
-        py::arg("bias") = py::none(), py::arg("activation") = py::none(), py::arg("out") = py::none(),
-        "act(alpha * op(a) @ op(b) + beta * c + bias), float32, BLAS semantics.");
-  // Same function, all ten arguments positional: what fastnn.ops.gemm calls. Keyword
-  // arguments cost pybind11 a dictionary lookup per parameter (~1.5 us of a ~4 us call).
-  m.def("_gemm_positional", &gemm_py, "gemm with all arguments positional (a, b, trans_a, trans_b, alpha, beta, c, "
-        "bias, activation, out).");
-  m.def("matmul", &matmul_py, py::arg("a"), py::arg("b"), py::kw_only(), py::arg("out") = py::none(),
-        "a @ b with NumPy broadcasting and 1-D promotion.");
+  // gemm / matmul / linear: fastcall builtins (no pybind11 dispatch, fastnn.ops re-exports
+  // them as they are). The first docstring line is the signature inspect.signature reads.
+  static PyMethodDef gemm_def = {
+      "gemm", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&gemm_fastcall)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bias=None, activation=None, "
+      "out=None)\n--\n\n"
+      "act(alpha * op(a) @ op(b) + beta * c + bias), float32, BLAS semantics; op(x) is x.T when trans_x.\n"
+      "bias has one entry per output column; activation: None, 'relu', 'gelu', 'gelu_tanh', 'sigmoid', 'tanh'.\n"
+      "c is only read when beta != 0 and is never modified: the result is a new tensor unless out= is given\n"
+      "(out may be c itself for an in-place update, but must not share memory with a, b or bias)."};
+  static PyMethodDef matmul_def = {
+      "matmul", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&matmul_fastcall)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "matmul(a, b, *, out=None)\n--\n\n"
+      "a @ b following numpy.matmul (broadcast batch dims, 1-D operands promoted then squeezed)."};
+  static PyMethodDef linear_def = {
+      "linear", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&linear_fastcall)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "linear(x, weight, bias=None, *, activation=None)\n--\n\n"
+      "act(x @ weight.T + bias); x: (..., in_features), weight: (out_features, in_features)."};
+  add_fastcall(m, &gemm_def);
+  add_fastcall(m, &matmul_def);
+  add_fastcall(m, &linear_def);
   m.def("matmul_backward", &matmul_backward_py, py::arg("grad"), py::arg("a"), py::arg("b"),
         "(grad_a, grad_b) of matmul(a, b), reduced over broadcast dims.");
-  m.def("linear", &linear_py, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::kw_only(),
-        py::arg("activation") = py::none(), "act(x @ weight.T + bias).");
+  m.def(
+      "_gemm_releases_gil",
+      [](double batch_mnk, py::handle dev) {
+        return gemm_releases_gil(batch_mnk, parse_device(dev, "_gemm_releases_gil", "device"));
+      },
+      py::arg("batch_mnk"), py::arg("device") = "cpu",
+      "Whether gemm / matmul / linear release the GIL for a product of batch_mnk multiply-adds on device.");
   m.def("linear_backward", &linear_backward_py, py::arg("grad"), py::arg("x"), py::arg("weight"),
         py::arg("need_bias") = true, "(grad_x, grad_weight, grad_bias or None) of linear (no activation).");
   m.def(

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "fastnn/activation.h"
 #include "fastnn/allocator.h"
@@ -47,43 +48,86 @@ inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 using Scratch = ::fastnn::cpu::ScratchFloats;
 
 constexpr int64_t OT = 32;  // output channels per tile (2 vectors)
-constexpr int kMaxRP = 12;  // pixels per tile: 24 accumulators + 2 weight vectors + 1 broadcast
+constexpr int kMaxRP = 12;
+#if FASTNN_ISA_LEVEL == 2
+static_assert(kGemmNR == OT, "weights and dY tiles are packed as the GEMM's B panels");
+#endif  // pixels per tile: 24 accumulators + 2 weight vectors + 1 broadcast
 
 #if FASTNN_ISA_LEVEL == 2
-// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image. Each
-// row is written in 16-float pieces by masked loads / stores (lanes outside the image read
-// nothing and stay 0), with the masks of the first 8 pieces computed once: the rows are
-// short (8 to 34 floats here) and a memcpy / memset call per row cost ~6 % of a 128->128
-// 8x8 forward.
-void pad_planes(const float* x, int64_t Cg, int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw,
-                float* xpad) {
-  auto piece_masks = [&](int64_t q, __mmask16& load, __mmask16& store) {
-    const int64_t n = std::min<int64_t>(16, Wp - q);
-    store = static_cast<__mmask16>((1u << n) - 1u);
-    const int64_t lo = std::max<int64_t>(0, pw - q), hi = std::min<int64_t>(n, W + pw - q);  // lanes q+l-pw in [0, W)
-    load = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
-  };
-  constexpr int kCached = 8;
-  __mmask16 load_m[kCached], store_m[kCached];
-  for (int i = 0; i < kCached && i * 16 < Wp; ++i) piece_masks(i * 16, load_m[i], store_m[i]);
-  for (int64_t c = 0; c < Cg; ++c) {
-    const float* xc = x + c * H * W;
-    float* dc = xpad + c * Hp * Wp;
-    for (int64_t yy = 0; yy < Hp; ++yy) {
-      float* d = dc + yy * Wp;
-      const int64_t hi = yy - ph;
-      const bool inside = hi >= 0 && hi < H;
-      const float* src = xc + hi * W - pw;  // src[t] is the row's column t - pw (read only where valid)
-      for (int64_t q = 0, i = 0; q < Wp; q += 16, ++i) {
-        __mmask16 load, store;
-        if (i < kCached) load = load_m[i], store = store_m[i];
-        else piece_masks(q, load, store);
-        const __m512 v = inside && load ? _mm512_maskz_loadu_ps(load, src + q) : _mm512_setzero_ps();
-        _mm512_mask_storeu_ps(d + q, store, v);
+// xpad (Cg planes of Hp x Wp) = x planes shifted by (ph, pw), zeros outside the image.
+// When every input pixel lands inside the padded plane (stride 1: always), the padded plane
+// is the input plane with zeros inserted, so it is written in 16-float pieces of one
+// expanding load each (vexpandps: the piece's inside lanes take the next input floats in
+// order, the border lanes 0), the masks and counts of the plane's pieces computed once per
+// call. A masked load / store per padded row (the general path, kept for the other shapes)
+// spent ~4.5 % of a 128->128 8x8 forward on its 1280 short rows per image.
+class PlanePadder {
+ public:
+  PlanePadder(int64_t H, int64_t W, int64_t Hp, int64_t Wp, int64_t ph, int64_t pw)
+      : H_(H), W_(W), Hp_(Hp), Wp_(Wp), ph_(ph), pw_(pw), plane_(Hp * Wp), pieces_(cdiv(plane_, 16)) {
+    expand_ = ph >= 0 && pw >= 0 && ph + H <= Hp && pw + W <= Wp && pieces_ <= kMaxPieces;
+    if (!expand_) return;
+    for (int64_t q = 0; q < pieces_; ++q) mask_[q] = 0, count_[q] = 0;
+    for (int64_t r = ph; r < ph + H; ++r)
+      for (int64_t p = r * Wp + pw; p < r * Wp + pw + W; ++p) {
+        mask_[p / 16] = static_cast<__mmask16>(mask_[p / 16] | (1u << (p % 16)));
+        ++count_[p / 16];
+      }
+  }
+
+  void pad(const float* x, int64_t Cg, float* xpad) const {
+    if (!expand_) return pad_rows(x, Cg, xpad);
+    const int64_t full = plane_ / 16;
+    const __mmask16 tail = static_cast<__mmask16>((1u << (plane_ % 16)) - 1u);
+    for (int64_t c = 0; c < Cg; ++c, xpad += plane_) {
+      const float* src = x + c * H_ * W_;
+      for (int64_t q = 0; q < full; ++q) {
+        _mm512_storeu_ps(xpad + q * 16, _mm512_maskz_expandloadu_ps(mask_[q], src));
+        src += count_[q];
+      }
+      if (tail) _mm512_mask_storeu_ps(xpad + full * 16, tail, _mm512_maskz_expandloadu_ps(mask_[full], src));
+    }
+  }
+
+ private:
+  static constexpr int64_t kMaxPieces = 256;  // planes up to 4096 floats (64 x 64)
+  // Each row is written in 16-float pieces by masked loads / stores (lanes outside the image
+  // read nothing and stay 0), with the masks of the first 8 pieces computed once.
+  void pad_rows(const float* x, int64_t Cg, float* xpad) const {
+    const int64_t H = H_, W = W_, Hp = Hp_, Wp = Wp_, ph = ph_, pw = pw_;
+    auto piece_masks = [&](int64_t q, __mmask16& load, __mmask16& store) {
+      const int64_t n = std::min<int64_t>(16, Wp - q);
+      store = static_cast<__mmask16>((1u << n) - 1u);
+      const int64_t lo = std::max<int64_t>(0, pw - q), hi = std::min<int64_t>(n, W + pw - q);  // q+l-pw in [0, W)
+      load = hi > lo ? static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
+    };
+    constexpr int kCached = 8;
+    __mmask16 load_m[kCached], store_m[kCached];
+    for (int i = 0; i < kCached && i * 16 < Wp; ++i) piece_masks(i * 16, load_m[i], store_m[i]);
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* xc = x + c * H * W;
+      float* dc = xpad + c * Hp * Wp;
+      for (int64_t yy = 0; yy < Hp; ++yy) {
+        float* d = dc + yy * Wp;
+        const int64_t hi = yy - ph;
+        const bool inside = hi >= 0 && hi < H;
+        const float* src = xc + hi * W - pw;  // src[t] is the row's column t - pw (read only where valid)
+        for (int64_t q = 0, i = 0; q < Wp; q += 16, ++i) {
+          __mmask16 load, store;
+          if (i < kCached) load = load_m[i], store = store_m[i];
+          else piece_masks(q, load, store);
+          const __m512 v = inside && load ? _mm512_maskz_loadu_ps(load, src + q) : _mm512_setzero_ps();
+          _mm512_mask_storeu_ps(d + q, store, v);
+        }
       }
     }
   }
-}
+
+  int64_t H_, W_, Hp_, Wp_, ph_, pw_, plane_, pieces_;
+  bool expand_ = false;
+  __mmask16 mask_[kMaxPieces];
+  uint8_t count_[kMaxPieces];
+};
 
 // Prefetches a block of floats into L2 a few lines per step of the compute loop. Each thread
 // pads (and, in grad-weight, transposes dY of) its next image in a short burst between long
@@ -123,12 +167,57 @@ inline void sum_rows32(const float* src, int64_t stride, int64_t count, __m512& 
     s0 = _mm512_add_ps(s0, _mm512_load_ps(src)), s1 = _mm512_add_ps(s1, _mm512_load_ps(src + 16));
 }
 
-// Tile over the channels c0 .. c0 + nch of a K block: acc = (acc_in or 0) + sum over the
-// (channel, tap) steps of w[k] (32 lanes) x xp[off[tap] + j] (xp = the tile's first pixel in
-// the block's first channel of xpad). Not the last block: acc -> acc_io ([pixel][32], in
+// y[o * P + j] = v[j][o / 16][o % 16] for the ov <= 32 channels o and the RP pixels j: the
+// tile transposed into NCHW rows in registers, 8 pixels at a time. Rows r < 8 of a 16 x 16
+// block are pixels (p0 + r) of channels 0..15, rows 8 + r the same pixels of channels 16..31;
+// after the transpose, row c holds channel c's 8 pixels in its low half and channel c + 16's
+// in its high half, each stored by one masked store. The scalar transposed store (2 * 32 * RP
+// scalar loads / stores per tile) was ~3 % of a 128->128 8x8 forward.
+template <int RP>
+inline void store_channel_rows(const __m512 (&v)[RP][2], float* y, int64_t P, int64_t ov) {
+#pragma GCC unroll 2
+  for (int p0 = 0; p0 < RP; p0 += 8) {
+    const int n = RP - p0 < 8 ? RP - p0 : 8;
+    __m512 r[16];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      r[j] = j < n ? v[p0 + j][0] : _mm512_setzero_ps();
+      r[8 + j] = j < n ? v[p0 + j][1] : _mm512_setzero_ps();
+    }
+    // Butterfly transpose: at block size b, rows i and i + b (i & b == 0) swap their b x b
+    // off-diagonal blocks, lanes L with L & b set in row i <-> lanes L - b of row i + b.
+#pragma GCC unroll 4
+    for (int b = 8; b >= 1; b /= 2) {
+      alignas(64) int lo[16], hi[16];
+      for (int L = 0; L < 16; ++L) {
+        lo[L] = (L & b) ? 16 + L - b : L;
+        hi[L] = (L & b) ? 16 + L : L + b;
+      }
+      const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        if (i & b) continue;
+        const __m512 a = r[i], c = r[i + b];
+        r[i] = _mm512_permutex2var_ps(a, ilo, c);
+        r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
+      }
+    }
+    const __mmask16 low = static_cast<__mmask16>((1u << n) - 1u), high = static_cast<__mmask16>(low << 8);
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c) {
+      if (c < ov) _mm512_mask_storeu_ps(y + c * P + p0, low, r[c]);
+      if (c + 16 < ov) _mm512_mask_storeu_ps(y + (c + 16) * P + p0 - 8, high, r[c]);  // lanes 8.. -> pixels p0..
+    }
+  }
+}
+
+// Tile over the nk (channel, tap) steps k of a K block: acc = (acc_in or 0) + sum over k of
+// w[k] (32 lanes) x xp[off[k] + j] (xp = the tile's first pixel in the block's first channel
+// of xpad, off[k] = channel * plane + the tap's offset: one flat loop, whose exit the branch
+// predictor misses once per block instead of once per channel). Not the last block: acc -> acc_io ([pixel][32], in
 // L1). Last block: epilogue(acc + bias) transposed into y (ov valid channel rows, stride P).
 template <int RP>
-void ocvec_tile(int64_t nch, int64_t khw, int64_t plane, const int64_t* __restrict off, const float* __restrict w,
+void ocvec_tile(int64_t nk, const int64_t* __restrict off, const float* __restrict w,
                 const float* xp, float* acc_io, bool first, bool last, const float* bias, Activation act, float* y,
                 int64_t P, int64_t ov) {
   __m512 acc[RP][2];
@@ -137,16 +226,14 @@ void ocvec_tile(int64_t nch, int64_t khw, int64_t plane, const int64_t* __restri
     acc[j][0] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_io + j * OT);
     acc[j][1] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_io + j * OT + 16);
   }
-  for (int64_t c = 0; c < nch; ++c, xp += plane) {
-    for (int64_t t = 0; t < khw; ++t, w += OT) {
-      const float* s = xp + off[t];
-      const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
+  for (int64_t k = 0; k < nk; ++k, w += OT) {
+    const float* s = xp + off[k];
+    const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
 #pragma GCC unroll 12
-      for (int j = 0; j < RP; ++j) {
-        const __m512 a = _mm512_set1_ps(s[j]);
-        acc[j][0] = _mm512_fmadd_ps(a, w0, acc[j][0]);
-        acc[j][1] = _mm512_fmadd_ps(a, w1, acc[j][1]);
-      }
+    for (int j = 0; j < RP; ++j) {
+      const __m512 a = _mm512_set1_ps(s[j]);
+      acc[j][0] = _mm512_fmadd_ps(a, w0, acc[j][0]);
+      acc[j][1] = _mm512_fmadd_ps(a, w1, acc[j][1]);
     }
   }
   if (!last) {
@@ -161,18 +248,15 @@ void ocvec_tile(int64_t nch, int64_t khw, int64_t plane, const int64_t* __restri
   const gemm_vf b1 = bias ? (gemm_vf)_mm512_loadu_ps(bias + 16) : gemm_splat(0.0f);
   GemmEpilogue ep;
   ep.act = act;
-  alignas(64) float t[RP][OT];
 #pragma GCC unroll 12
   for (int j = 0; j < RP; ++j) {
-    _mm512_store_ps(t[j], (__m512)gemm_epilogue_vec((gemm_vf)acc[j][0], gemm_splat(0.0f), b0, ep));
-    _mm512_store_ps(t[j] + 16, (__m512)gemm_epilogue_vec((gemm_vf)acc[j][1], gemm_splat(0.0f), b1, ep));
+    acc[j][0] = (__m512)gemm_epilogue_vec((gemm_vf)acc[j][0], gemm_splat(0.0f), b0, ep);
+    acc[j][1] = (__m512)gemm_epilogue_vec((gemm_vf)acc[j][1], gemm_splat(0.0f), b1, ep);
   }
-  for (int64_t o = 0; o < ov; ++o)
-#pragma GCC unroll 12
-    for (int j = 0; j < RP; ++j) y[o * P + j] = t[j][o];
+  store_channel_rows<RP>(acc, y, P, ov);
 }
 
-using OcvecTileFn = void (*)(int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*, bool,
+using OcvecTileFn = void (*)(int64_t, const int64_t*, const float*, const float*, float*, bool,
                              bool, const float*, Activation, float*, int64_t, int64_t);
 constexpr OcvecTileFn kOcvecTile[kMaxRP] = {ocvec_tile<1>, ocvec_tile<2>, ocvec_tile<3>,  ocvec_tile<4>,
                                             ocvec_tile<5>, ocvec_tile<6>, ocvec_tile<7>,  ocvec_tile<8>,
@@ -241,41 +325,61 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   if (N * G < 2 * nt_max) nsplit = std::min(ntile, cdiv(2 * nt_max, N * G));
   const int64_t per_split = cdiv(ntile, nsplit);
   const int64_t items = N * G * nsplit;
-  const int nt = static_cast<int>(std::min<int64_t>(nt_max, std::max<int64_t>(items, G * ntile)));
+  const int nt = static_cast<int>(std::min<int64_t>(nt_max, items));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
-  int64_t off[64];  // tap offsets in xpad (kh*kw <= 64 here, checked by the front end)
-  for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
-  Scratch wp(G * ntile * K * OT);
+  const PlanePadder padder(a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w);
   // K blocks of whole channels whose weight block (kch * khw * 128 B <= ~20 KiB) stays in
   // L1 while it sweeps the image (a whole 32-channel weight tile streamed from L2 per
   // pixel tile stalled on the weight loads); partial sums go through accbuf.
-  int64_t kch = std::max<int64_t>(1, 20480 / (khw * OT * 4));
+  constexpr int64_t kBlockFloats = 20480 / 4;
+  int64_t kch = std::max<int64_t>(1, kBlockFloats / (khw * OT));
   kch = cdiv(Cg, cdiv(Cg, kch));
+  // xpad offsets of the block's (channel, tap) steps: kch * khw <= max(kBlockFloats / OT, 64)
+  // (kh*kw <= 64 here, checked by the front end).
+  int64_t off[std::max<int64_t>(kBlockFloats / OT, 64)];
+  for (int64_t k = 0; k < kch * khw; ++k)
+    off[k] = (k / khw) * plane + (k % khw / kw) * a.dil_h * Wp + (k % kw) * a.dil_w;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < G * ntile; ++it) {  // pack W: [g][tile][c][tap][32]
-      const int64_t g = it / ntile, o0 = (it % ntile) * OT, ov = std::min(OT, Og - o0);
+    // Each thread packs the weight tiles it uses into its own copy when it first needs them
+    // ([g][tile][c][tap][32]): no barrier between packing and computing (a thread that woke
+    // late held the other up there), and the tiles are written into the L2 that reads them.
+    Scratch wp(G * ntile * K * OT);
+    std::vector<uint8_t> packed(static_cast<size_t>(G * ntile), 0);
+    auto weight_tile = [&](int64_t g, int64_t tile) -> const float* {
+      const int64_t it = g * ntile + tile, o0 = tile * OT, ov = std::min(OT, Og - o0);
       float* d = wp.p + it * K * OT;
+      if (packed[it]) return d;
+      packed[it] = 1;
       const float* src = wv.w + g * wv.g_stride + o0 * wv.o_stride;
+      if (!wv.flipped && wv.c_stride == khw && wv.o_stride == K) {  // [o][k] rows: a plain transpose
+        gemm_pack_b(K, ov, src, 1, K, d);  // 16 x 16 register transposes (the gathers: ~1.5 % of 128->128)
+        return d;
+      }
       for (int64_t c = 0; c < Cg; ++c)  // the 32 output channels of one (c, tap) are o_stride apart
         gather_rows32(src + c * wv.c_stride + (wv.flipped ? khw - 1 : 0), wv.o_stride, ov, khw, wv.flipped ? -1 : 1,
                       d + c * khw * OT);
-    }
+      return d;
+    };
     Scratch xpad(Cg * plane), accbuf(P * OT);
     SpreadPrefetch pf_x, pf_y;
     int64_t padded = -1;  // (image, group) currently in xpad
-#pragma omp for schedule(static)
+    const int64_t nth = omp_get_num_threads();
+#pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t sp = it % nsplit, ng = it / nsplit, g = ng % G, n = ng / G;
       const int64_t t0 = sp * per_split, t1 = std::min(ntile, t0 + per_split);
       if (t0 >= t1) continue;
       if (padded != ng) {
-        pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
+        padder.pad(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, xpad.p);
         padded = ng;
-        if (ng + 1 < N * G) {  // the next (image, group): static schedule, most likely this thread's
-          const int64_t n1 = (ng + 1) / G, g1 = (ng + 1) % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
+        // Items are handed out in turn (dynamic: the two cores of the VM run at uneven
+        // speeds, a static split left one waiting ~5 % of a 128->128 8x8 forward at the end),
+        // so this thread's next item is most likely `nth` items on.
+        const int64_t next = (it + nth) / nsplit;
+        if (next < N * G && next != ng) {
+          const int64_t n1 = next / G, g1 = next % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
           pf_x.start(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
           pf_y.start(a.y + n1 * ybs + g1 * Og * P, Og * P, steps);
         }
@@ -283,7 +387,7 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
       float* yg = a.y + n * ybs + g * Og * P;
       for (int64_t tile = t0; tile < t1; ++tile) {
         const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
-        const float* wt = wp.p + (g * ntile + tile) * K * OT;
+        const float* wt = weight_tile(g, tile);
         const float* bias = a.bias ? a.bias + g * Og + o0 : nullptr;
         // A partial tile's bias lanes beyond ov are read from a padded copy.
         alignas(64) float bpad[OT];
@@ -297,7 +401,7 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
             for (int64_t j0 = 0; j0 < Wo; j0 += kMaxRP) {
               const int64_t rp = std::min<int64_t>(kMaxRP, Wo - j0);
               pf_x.step(), pf_y.step();
-              kOcvecTile[rp - 1](nch, khw, plane, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
+              kOcvecTile[rp - 1](nch * khw, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
                                  accbuf.p + (i * Wo + j0) * OT, c0 == 0, c0 + nch >= Cg, bias, a.activation,
                                  yg + o0 * P + i * Wo + j0, P, ov);
             }
@@ -349,6 +453,7 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
   const int nt = static_cast<int>(by_image ? std::min<int64_t>(nt_max, N) : std::min<int64_t>(nt_max, rows));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
   int64_t off[64];
+  const PlanePadder padder(a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w);
   for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
   Scratch acc(static_cast<int64_t>(by_image ? nt : 1) * wsize);
   // grad-bias rides along (the plain reduction ran on one thread for the 128->128 8x8 layer):
@@ -368,7 +473,7 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     SpreadPrefetch pf_x, pf_y;
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t g = r0 / (ntile * Cg); g < G && g * ntile * Cg < r1; ++g) {
-        pad_planes(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w, xpad.p);
+        padder.pad(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, xpad.p);
         if (n + 1 < n1) {
           const int64_t steps = ntile * Cg * cdiv(khw, kMaxRP);
           pf_x.start(a.x + (n + 1) * xbs + g * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
@@ -380,7 +485,7 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
           if (c0 >= c1) continue;
           const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
           const float* dy = a.dy + n * ybs + (g * Og + o0) * P;
-          gather_rows32(dy, P, ov, P, 1, dyT.p);
+          gemm_pack_b(P, ov, dy, 1, P, dyT.p);  // dyT[p][o]: the GEMM's B-panel layout (kGemmNR == OT)
           if (a.db && c0 == 0) {  // this thread owns the tile's first row: it sums the tile's db
             float* d = dbacc.p + (by_image ? t * nbias : 0) + (g * ntile + tile) * OT;
             __m512 s0 = _mm512_load_ps(d), s1 = _mm512_load_ps(d + 16);

@@ -22,7 +22,9 @@
 // level: the direct microkernel reads B rows in place and one packed A micro-panel at a
 // time (gemm_direct below); packing B only pays when its panels are reused many times.
 // With a single column tile (n <= NR) A is read in place too, and a B of < 16 columns is
-// copied 16 wide (not 32): e.g. 64 x 128 x 10 packs nothing but 128 short B rows.
+// copied 16 wide (not 32). Narrow products (n <= 12, m >= 16, k <= 512: 64 x 128 x 10) are
+// computed as C^T = B^T A^T instead, so the tile's vectors run along m and use all 16 lanes
+// (gemm_narrow_transposed).
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
@@ -143,8 +145,56 @@ void pack_b_narrow(int64_t k, int64_t n, const float* b, int64_t rs, int64_t cs,
 }
 #endif
 
+#if FASTNN_ISA_LEVEL == 2
+// Narrow products (n <= MR = 12 columns, e.g. 64 x 128 x 10) computed as C^T = B^T A^T: a
+// column of C is a run of m floats, so the tile's 32-wide vector dimension runs along m and
+// every lane is used, where the row-major tile would use n of its 16 lanes (10/16 for
+// n = 10) and pay one A broadcast per FMA. B^T is packed once as the MR x k A-panel (n rows
+// of k), each 32-row slab of A is packed as a k x 32 B-panel (16 x 16 register transposes for
+// a row-major A), and the microkernel stores its tile transposed (its unit-row-stride path).
+// The same fused multiply-adds in the same k order as the row-major tile: bitwise the same C.
+constexpr int64_t kNarrowMaxK = 512;  // the A slab, 32 x k floats, in a 64 KiB stack buffer
+
+bool use_narrow_transposed(const GemmArgs& g, int64_t k) {
+  return g.n <= kGemmMR && g.m >= 16 && g.c_cs == 1 && k <= kNarrowMaxK;
+}
+
+void gemm_narrow_transposed(const GemmArgs& g, int nt) {
+  const int64_t m = g.m, n = g.n, k = g.k;
+  const int64_t slabs = cdiv(m, kGemmNR);
+  auto body = [&](int tid) {
+    alignas(64) float bt[kGemmMR * kNarrowMaxK];  // B^T: ap[p*MR + j] = B(p, j)
+    alignas(64) float at[kGemmNR * kNarrowMaxK];  // A slab: bp[p*NR + i] = A(r0 + i, p)
+    gemm_pack_a(n, k, g.b, g.b_cs, g.b_rs, bt);
+    GemmEpilogue ep;
+    ep.alpha = g.alpha;
+    ep.beta = g.beta;
+    ep.act = g.activation;
+    ep.bias_row = g.bias_col;  // rows of C^T are C's columns
+    int64_t s0, s1;
+    split_range(slabs, nt, tid, 1, &s0, &s1);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t r0 = s * kGemmNR, rows = std::min<int64_t>(kGemmNR, m - r0);
+      gemm_pack_b(k, rows, g.a + r0 * g.a_rs, g.a_cs, g.a_rs, at);
+      ep.bias_col = g.bias_row ? g.bias_row + r0 : nullptr;
+      gemm_microkernel(k, bt, at, g.c + r0 * g.c_rs, g.c_cs, g.c_rs, n, rows, ep);
+    }
+  };
+  if (nt == 1) {
+    body(0);
+  } else {
+#pragma omp parallel num_threads(nt)
+    body(omp_get_thread_num());
+  }
+}
+#endif
+
 void gemm_direct(const GemmArgs& g, int nt) {
 #if FASTNN_ISA_LEVEL == 2
+  if (use_narrow_transposed(g, g.k)) {
+    gemm_narrow_transposed(g, nt);
+    return;
+  }
   const int64_t m = g.m, n = g.n, k = g.k;
   const float* b = g.b;
   int64_t ldb = g.b_rs;

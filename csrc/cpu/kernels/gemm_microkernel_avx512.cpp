@@ -14,6 +14,7 @@
 #if FASTNN_ISA_LEVEL == 2
 #include "cpu/kernels/gemm_microkernel.h"
 #include "cpu/kernels/gemm_epilogue.h"
+#include "cpu/kernels/transpose16_avx512.h"
 
 static_assert(kGemmMR == 12 && kGemmNR == 32, "avx512 microkernel is written for 12 x 32");
 
@@ -111,6 +112,29 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
         const __m512 old = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk[v], crow + 16 * v) : _mm512_setzero_ps();
         const gemm_vf r = gemm_epilogue_vec((gemm_vf)acc[i][v], (gemm_vf)old, (gemm_vf)(bc[v] + br), ep);
         _mm512_mask_storeu_ps(crow + 16 * v, mk[v], (__m512)r);
+      }
+    }
+  } else if (c_rs == 1) {
+    // Transposed C (unit row stride: the caller computes C^T = B^T A^T, gemm_direct's narrow
+    // path): tile column j is a contiguous run of ROWS floats at c + j*c_cs. A 16 x 16 register
+    // transpose turns each group of 16 columns into 16 such runs, stored with one masked store
+    // each; the per-element arithmetic is the fast path's (bias_col + bias_row is commutative).
+    const __mmask16 mrows = static_cast<__mmask16>((1u << ROWS) - 1u);
+    const __m512 brow = ep.bias_row ? _mm512_maskz_loadu_ps(mrows, ep.bias_row) : _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) r[i] = i < ROWS ? acc[i][v] : _mm512_setzero_ps();
+      transpose16x16(r);
+      const int64_t cols = n_valid - 16 * v < 16 ? n_valid - 16 * v : 16;
+      for (int64_t q = 0; q < cols; ++q) {
+        const int64_t j = 16 * v + q;
+        float* cc = c + j * c_cs;
+        const __m512 old = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mrows, cc) : _mm512_setzero_ps();
+        const __m512 bc = ep.bias_col ? _mm512_set1_ps(ep.bias_col[j]) : _mm512_setzero_ps();
+        const gemm_vf out = gemm_epilogue_vec((gemm_vf)r[q], (gemm_vf)old, (gemm_vf)(bc + brow), ep);
+        _mm512_mask_storeu_ps(cc, mrows, (__m512)out);
       }
     }
   } else {

@@ -21,22 +21,15 @@ from .. import _C
 __all__ = ["gemm", "matmul", "linear", "matmul_backward", "linear_backward"]
 
 
-def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bias=None, activation=None,
-         out=None):
-    """``act(alpha * op(a) @ op(b) + beta * c + bias)``; bias has one entry per output column."""
-    # Positional: pybind11's keyword matching cost more than the whole 1x1x1 product. The
-    # flags and scalars are converted by pybind11's casters (bool(), float() here cost ~0.1 us).
-    return _C._gemm_positional(a, b, trans_a, trans_b, alpha, beta, c, bias, activation, out)
-
-
-def matmul(a, b, *, out=None):
-    """``a @ b`` following ``numpy.matmul`` (broadcast batch dims, 1-D operands promoted then squeezed)."""
-    return _C.matmul(a, b, out=out)
-
-
-def linear(x, weight, bias=None, *, activation=None):
-    """``act(x @ weight.T + bias)``; x: (..., in_features), weight: (out_features, in_features)."""
-    return _C.linear(x, weight, bias, activation=activation)
+# gemm, matmul and linear are the C builtins themselves (csrc/bindings/bind_gemm.cpp, parsed by
+# bindings/fastcall.h): a Python wrapper plus pybind11's keyword matching cost more than a whole
+# 64 x 128 x 10 product. Signatures (inspect.signature works) and docstrings are theirs:
+#   gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, c=None, bias=None, activation=None, out=None)
+#   matmul(a, b, *, out=None)
+#   linear(x, weight, bias=None, *, activation=None)
+gemm = _C.gemm
+matmul = _C.matmul
+linear = _C.linear
 
 
 def matmul_backward(grad, a, b):
