@@ -133,6 +133,8 @@ FWD_CASES = [
     (1, 1, 130, 200, 16, True, False),
     # 20 queries: a 32-lane query block (the microkernel's 2-vector step) over two key blocks
     (1, 2, 20, 70, 64, False, False),
+    # 9 queries (a 16-lane block: one vector per microkernel row) over three clean key blocks
+    (1, 2, 9, 150, 32, False, False),
 ]
 
 
