@@ -191,6 +191,20 @@ def test_large_logits_are_stable(mag, simd_level, rng):
     assert np.isfinite(out).all() and np.isfinite(lse).all()
 
 
+@pytest.mark.parametrize("jump", [6.0, 100.0])
+def test_running_max_jumps(jump, simd_level, threads, rng):
+    # A clean key block reuses the running maximum of the earlier blocks while its sums of
+    # exp2(S - m) stay <= 2^20. Key 150 (third block) scaled by `jump` puts scores far above
+    # that maximum: with 6x the sums exceed 2^20 (finite), with 100x exp2 overflows to inf.
+    # Either way the block must be redone with the exact maximum (else out is inf / NaN or
+    # off by the dropped rescale). 200 keys: blocks of 64, 64, 64 and 8.
+    q, k, v = make(rng, 2, 2, 20, 200, 64)
+    k[:, :, 150] *= jump
+    out, lse = check_forward(q, k, v)
+    assert np.isfinite(out).all() and np.isfinite(lse).all()
+    check_backward(q, k, v, False, None, None, rng)
+
+
 def test_default_and_explicit_scale(rng):
     q, k, v = make(rng, 1, 2, 20, 30, 80)
     a = np_(attention(q, k, v))

@@ -12,7 +12,7 @@
 //
 // Backward: one task per (b, h, key block of BCB <= 64 keys), so dK and dV are
 // private to the task (accumulated transposed, D x BCB, keys in the lanes). For
-// each query block of 64 rows it recomputes S = Q Kt and P = exp2(S - lse2) (keys in
+// each step of BRB = 128 query rows it recomputes S = Q Kt and P = exp2(S - lse2) (keys in
 // lanes, Q read in place), then dV^T += dO^T P, dP = dO Vt, dS = P * (dP - Di),
 // dK^T += Q^T dS, dQ += dS K. The exp2 and the dS product are applied to the
 // microkernel's accumulators before they are stored (modes kExpRow, kDS), not in
@@ -29,9 +29,17 @@
 // with MR x NV*W accumulators (AVX-512: 6 x 64 = 24 zmm, so one call covers all 64 lanes
 // of a block with 4 loads + 6 broadcasts per 24 FMAs; measured ~7 % faster end to end than
 // 8 x 32. AVX2: 6 x 16, SSE2: 4 x 8). Block sizes (FASTNN_ATTN_BC/BQ/BCB/BRB) of 60..128
-// measured within noise of 64 at N = 512 and 1024.
+// measured within noise of 64 at N = 512 and 1024, except BRB: 128 query rows per backward
+// step halve the share of the dV^T / dK^T microkernel calls' C loads and stores (~13 % of
+// their time at 64 rows): 1-2.5 % faster backward at N = 256..4096, 1 thread.
 // Forward blocks with no masked key take the running maximum in the S microkernel
 // (kSetMax), skipping one pass over S^T (~3 % faster forward, 1 thread, loaded box).
+// Once every query lane has a running maximum m, such blocks keep m unless it is far too
+// low (lazy rescaling, kLazySum): exp2 then runs on the S microkernel's registers with a
+// 7-operation exp2, with no max pass and no rescale of O^T; the forward is bound by the
+// FMA ports (products + exp2), so this is what counts (~8 % faster forward, 1 thread).
+// The O rows of a task and the next task's Q rows are prefetched during its last key
+// blocks (store misses stalled the O write-back).
 // The transposed copies (Q and K/V blocks in, O and dK/dV out) go through 16 x 16 register
 // transposes on AVX-512 (~2 % faster fwd+bwd at N = 1024, ~8 % at N = 256, 1 thread).
 // Bound: compute (4*N^2*D flops forward, 10*N^2*D backward against O(N*D) memory
@@ -39,12 +47,14 @@
 // D = 64. Threads: contiguous task ranges, balanced by per-task cost (causal tasks
 // differ), from a single parallel region per pass.
 //
-// exp2: round-to-nearest range reduction x = n + f, f in [-0.5, 0.5], 2^f by a
+// exp2: AVX2 / SSE2: round-to-nearest range reduction x = n + f, f in [-0.5, 0.5], 2^f by a
 // degree-6 polynomial (fitted for minimum relative error, c0 = 1), 2^n built in the
-// exponent field (AVX-512: vscalefps). Max relative error 7.9e-8 (0.93 ulp), measured
-// against exp2 in double over [-126, 126.5] in steps of 1e-5 on all three levels.
-// Inputs below -127 (and -inf) give 0 (AVX-512: gradual underflow; others flush
-// below 2^-126 -- harmless for softmax weights); NaN propagates.
+// exponent field; max relative error 7.9e-8 (0.93 ulp). AVX-512: x = floor(x) + f by
+// vreduceps, f in [0, 1), degree 6 fitted on [0, 1), vscalefps by floor(x); 7.3e-8 (0.61
+// ulp); the forward's lazy blocks use a degree-5 fit, 1.5e-7 (1.3 ulp). Measured against
+// exp2 in double over [-126, 126.5] in steps of 1e-5. Inputs below -127 (and -inf) give 0
+// (AVX-512: gradual underflow; others flush below 2^-126 -- harmless for softmax
+// weights); NaN propagates.
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -99,6 +109,8 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
   __mmask16 m = _mm512_cmplt_epi32_mask(_mm512_add_epi32(iota, _mm512_set1_epi32(base)), _mm512_set1_epi32(thr));
   return _mm512_mask_blend_ps(m, b, a);
 }
+// every lane a <= b (false where a is NaN)
+inline bool vall_le(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ) == 0xFFFF; }
 #elif FASTNN_ISA_LEVEL == 1
 constexpr int W = 8;
 constexpr int MR = 6;
@@ -124,6 +136,7 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
   __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(thr), _mm256_add_epi32(iota, _mm256_set1_epi32(base)));
   return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m));
 }
+inline bool vall_le(vf a, vf b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_LE_OQ)) == 0xFF; }
 #else
 // SSE2 (the x86-64 baseline); no FMA, so multiply then add.
 constexpr int W = 4;
@@ -150,12 +163,21 @@ inline vf vsel_lt(int base, int thr, vf a, vf b) {
   __m128 m = _mm_castsi128_ps(_mm_cmplt_epi32(idx, _mm_set1_epi32(thr)));
   return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b));
 }
+inline bool vall_le(vf a, vf b) { return _mm_movemask_ps(_mm_cmple_ps(a, b)) == 0xF; }
 #endif
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kNegInf = -INFINITY;
+// Lazy rescaling (forward): a clean block reuses the running maximum m of the earlier blocks
+// as long as each lane's block sum of P = exp2(S - m) stays <= kLazySum (so every P <= 2^20:
+// no overflow of l or O^T, and floating point keeps the same relative precision). Then O^T
+// needs no rescale and exp2 runs on the microkernel's registers (kExpLazy), with no max
+// pass. Otherwise (a score far above m, or a sum that is inf or NaN) the block is redone
+// with the exact running maximum.
+constexpr float kLazySum = 1048576.0f;  // 2^20
 
+#if FASTNN_ISA_LEVEL != 2
 // 2^x, see the header comment for accuracy. The clamps keep the integer exponent
 // in range; max(c, x) / min(c, x) return x when x is NaN, so NaN propagates.
 inline vf vexp2_poly(vf f) {
@@ -167,13 +189,36 @@ inline vf vexp2_poly(vf f) {
   p = vfma(p, f, vset(6.931471824645996e-1f));
   return vfma(p, f, vset(1.0f));
 }
+#endif
 #if FASTNN_ISA_LEVEL == 2
-// AVX-512: vscalefps multiplies by 2^n with correct underflow to 0 and overflow to
-// inf, so only the lower clamp (which turns -inf into a finite n) is needed.
+// AVX-512: f = x - floor(x) in [0, 1) in one vreduceps (0 for x = +-inf), 2^f by a degree-6
+// polynomial fitted on [0, 1), and vscalefps multiplies by 2^floor(x) with correct
+// underflow to 0 (x = -inf gives 0) and overflow to inf: 8 operations, no clamp. Max
+// relative error 7.3e-8 (0.61 ulp), measured as for the other levels.
 inline vf vexp2(vf x) {
-  x = vmax(vset(-200.0f), x);
-  const vf r = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return _mm512_scalef_ps(vexp2_poly(vsub(x, r)), r);
+  const vf f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  vf p = vset(2.1702070e-4f);
+  p = vfma(p, f, vset(1.2439683e-3f));
+  p = vfma(p, f, vset(9.6788490e-3f));
+  p = vfma(p, f, vset(5.5483334e-2f));
+  p = vfma(p, f, vset(2.4022985e-1f));
+  p = vfma(p, f, vset(6.9314700e-1f));
+  p = vfma(p, f, vset(1.0f));
+  return _mm512_scalef_ps(p, x);
+}
+// kExpLazy's exp2, 7 operations instead of 10: f = x - floor(x) in [0, 1) in one vreduceps,
+// 2^f by a degree-5 polynomial fitted on [0, 1) (max relative error 1.5e-7, 1.3 ulp,
+// evaluated in float32), and vscalefps multiplies by 2^floor(x) itself. Finite x only
+// (-inf gives NaN): kExpLazy rejects a block whose sums are not finite.
+inline vf vexp2_finite(vf x) {
+  const vf f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  vf p = vset(1.8775528e-3f);
+  p = vfma(p, f, vset(8.9893276e-3f));
+  p = vfma(p, f, vset(5.5826403e-2f));
+  p = vfma(p, f, vset(2.4015355e-1f));
+  p = vfma(p, f, vset(6.9315308e-1f));
+  p = vfma(p, f, vset(9.9999994e-1f));
+  return _mm512_scalef_ps(p, x);
 }
 #else
 inline vf vexp2(vf x) {
@@ -183,6 +228,7 @@ inline vf vexp2(vf x) {
   vf f = vsub(x, vround_pow2(x, &p2n));
   return vmul(vexp2_poly(f), p2n);
 }
+inline vf vexp2_finite(vf x) { return vexp2(x); }
 #endif
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -245,6 +291,16 @@ inline bool transpose_scaled(const float* src, int64_t s_rs, int64_t rows, int64
 #endif
 }
 
+// Prefetch the cache lines of rows [r0, r1) of a row-major block (rows `stride` floats apart,
+// `bytes` long), for writing or reading.
+template <bool Write>
+inline void prefetch_rows(const float* base, int64_t stride, int64_t r0, int64_t r1, int64_t bytes) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const char* p = reinterpret_cast<const char*>(base + r * stride);
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, Write ? 1 : 0, 3);
+  }
+}
+
 // ---- the microkernel ----------------------------------------------------------------
 // C[r*c_rs + c + (0..NVv*W)] (+)= sum_k A[r*a_rs + k*a_ks] * B[k*b_rs + c + ...], r < R.
 // The mode is a template parameter so that each instantiation has a single prologue
@@ -257,7 +313,9 @@ inline bool transpose_scaled(const float* src, int64_t s_rs, int64_t rows, int64
 // kDS C = cs[r*c_rs + c] * (AB - rv[r]) (dS = P * (dP - Di), cs = P in C's layout).
 // The forward's kSetMax is kSet that also raises cs[c] to max_r C[r, c] (the block's
 // running maximum per query lane, taken from the registers instead of a pass over S^T).
-enum Mode { kSet, kAcc, kScaleAcc, kExpRow, kDS, kSetMax };
+// kExpLazy (forward, clean blocks once every lane has a running maximum rv[c]): C =
+// exp2(AB - rv[c]) straight from the registers, the column sums added to cs[c].
+enum Mode { kSet, kAcc, kScaleAcc, kExpRow, kDS, kSetMax, kExpLazy };
 
 template <Mode M, int R, int NVv>
 inline void ukr(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B, int64_t b_rs,
@@ -304,6 +362,18 @@ inline void ukr(int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const flo
 #pragma GCC unroll 4
       for (int v = 0; v < NVv; ++v) c[r][v] = vmul(vld(cs + r * c_rs + v * W), vsub(c[r][v], dr));
     }
+  } else if constexpr (M == kExpLazy) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NVv; ++v) {
+      const vf mr = vld(rv + v * W);
+      vf sum = vzero();
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        c[r][v] = vexp2_finite(vsub(c[r][v], mr));
+        sum = vadd(sum, c[r][v]);
+      }
+      vst(cs + v * W, vadd(vld(cs + v * W), sum));
+    }
   } else if constexpr (M == kSetMax) {
 #pragma GCC unroll 4
     for (int v = 0; v < NVv; ++v) {
@@ -333,30 +403,33 @@ inline void bgemm_cols(int64_t Mr, int64_t K, const float* A, int64_t a_rs, int6
                        int64_t b_rs, float* C, int64_t c_rs, float* cs, const float* rv) {
   // kDS's cs is a matrix laid out like C; the other modes' cs is one value per column
   auto cs_at = [&](int64_t r) { return M == kDS ? cs + r * c_rs : cs; };
+  // rv is one value per row, except kExpLazy's (one per column, offset by bgemm)
+  auto rv_at = [&](int64_t r) { return rv && M != kExpLazy ? rv + r : rv; };
   int64_t r = 0;
   for (; r + MR <= Mr; r += MR)
-    ukr<M, MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, cs_at(r), rv ? rv + r : nullptr);
+    ukr<M, MR, NVv>(K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, cs_at(r), rv_at(r));
   if (r < Mr)
     ukr_tail<M, NVv>(static_cast<int>(Mr - r), K, A + r * a_rs, a_rs, a_ks, B, b_rs, C + r * c_rs, c_rs, cs_at(r),
-                     rv ? rv + r : nullptr);
+                     rv_at(r));
 }
 
 // C (Mr x N, N a multiple of W) (+)= A (Mr x K, general strides) * B (K x N, rows b_rs apart).
 // cs: kScaleAcc / kExpRow one value per column (length N), kDS a matrix laid out like C;
-// rv (kExpRow, kDS): one value per row (length Mr).
+// rv (kExpRow, kDS): one value per row (length Mr); kExpLazy: one per column.
 template <Mode M>
 void bgemm(int64_t Mr, int64_t N, int64_t K, const float* A, int64_t a_rs, int64_t a_ks, const float* B,
            int64_t b_rs, float* C, int64_t c_rs, float* cs = nullptr, const float* rv = nullptr) {
+  auto rv_at = [&](int64_t c) { return rv && M == kExpLazy ? rv + c : rv; };
   int64_t c = 0;
   for (; c + NV * W <= N; c += NV * W)
-    bgemm_cols<M, NV>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv);
+    bgemm_cols<M, NV>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv_at(c));
   if constexpr (NV > 2) {
     // short blocks (Nq or Nk < 64): two vectors per row still amortise the broadcasts
     for (; c + 2 * W <= N; c += 2 * W)
-      bgemm_cols<M, 2>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv);
+      bgemm_cols<M, 2>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv_at(c));
   }
   for (; c < N; c += W)
-    bgemm_cols<M, 1>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv);
+    bgemm_cols<M, 1>(Mr, K, A, a_rs, a_ks, B + c, b_rs, C + c, c_rs, cs ? cs + c : nullptr, rv_at(c));
 }
 
 // ---- work partition -------------------------------------------------------------------
@@ -400,7 +473,7 @@ struct Scratch {
 #define FASTNN_ATTN_BC 64
 #endif
 #ifndef FASTNN_ATTN_BRB
-#define FASTNN_ATTN_BRB 64
+#define FASTNN_ATTN_BRB 128
 #endif
 #ifndef FASTNN_ATTN_BCB
 #define FASTNN_ATTN_BCB 64
@@ -442,9 +515,9 @@ void attention_forward(const AttentionArgs& a) {
   std::vector<int64_t> bounds;
   split_tasks(B * H, cost, nt, bounds);
 
-  // per thread: Qt (D x br), S^T (bc x br), O^T (D x br), m, l, alpha, block max (br each),
-  // keep (bc bytes)
-  const int64_t per_thread = round_up(2 * D * br + bc * br + 4 * br + bc / 4, 16);
+  // per thread: Qt (D x br), S^T (bc x br), O^T (D x br), m, l, alpha, block max, block sum
+  // (br each), keep (bc bytes)
+  const int64_t per_thread = round_up(2 * D * br + bc * br + 5 * br + bc / 4, 16);
   Scratch scratch(static_cast<size_t>(per_thread * nt));
 
 #pragma omp parallel num_threads(nt)
@@ -457,7 +530,8 @@ void attention_forward(const AttentionArgs& a) {
     float* l = m + br;
     float* alpha = l + br;
     float* mb = alpha + br;
-    uint8_t* keep = reinterpret_cast<uint8_t*>(mb + br);
+    float* lb = mb + br;  // kExpLazy: the block sums
+    uint8_t* keep = reinterpret_cast<uint8_t*>(lb + br);
     for (int64_t task = bounds[tid]; task < bounds[tid + 1]; ++task) {
       const int64_t bh = task / nqb, qb = task % nqb;
       const int64_t b = bh / H, h = bh % H;
@@ -475,10 +549,27 @@ void attention_forward(const AttentionArgs& a) {
       }
       for (int64_t x = 0; x < br; ++x) { m[x] = kNegInf; l[x] = 0.0f; }
       std::memset(ot, 0, D * br * sizeof(float));
+      bool m_set = false;  // every lane has a finite running maximum (after a clean block)
 
       const int64_t jend = key_end(i0, ib);
+      // Over the last (up to 4) key blocks, prefetch this task's O rows (written at the end:
+      // store misses there stalled the transposed write-back, ~2 % of the forward) and the
+      // next task's Q rows.
+      const int64_t nblk = (jend + bc - 1) / bc, npf = std::min<int64_t>(nblk, 4);
+      float* const O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
+      const float* Qn = nullptr;
+      int64_t ibn = 0;
+      if (task + 1 < bounds[tid + 1] && a.q_sd == 1) {
+        const int64_t bhn = (task + 1) / nqb, i0n = (task + 1) % nqb * br;
+        Qn = a.q + bhn / H * a.q_sb + bhn % H * a.q_sh + i0n * a.q_sn;
+        ibn = std::min(br, NQ - i0n);
+      }
       for (int64_t j0 = 0; j0 < jend; j0 += bc) {
         const int64_t jb = std::min(bc, jend - j0);
+        if (const int64_t t = j0 / bc - (nblk - npf); t >= 0) {
+          if (a.o_sd == 1) prefetch_rows<true>(O, a.o_sn, ib * t / npf, ib * (t + 1) / npf, D * 4);
+          if (Qn) prefetch_rows<false>(Qn, a.q_sn, ibn * t / npf, ibn * (t + 1) / npf, D * 4);
+        }
         if (mask) {
           int64_t nmasked = 0;
           for (int64_t j = 0; j < jb; ++j) nmasked += mask[(j0 + j) * a.mask_sn] != 0;
@@ -487,81 +578,92 @@ void attention_forward(const AttentionArgs& a) {
         // a block with no masked key takes its maximum in the microkernel; the others
         // take it below, after the masked scores are set to -inf
         const bool clean = !mask && !(a.causal && j0 + jb - 1 > i0 + off);
-        if (clean) {
-          std::memcpy(mb, m, br * sizeof(float));
-          bgemm<kSetMax>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, mb);
-        } else {
-          bgemm<kSet>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br);
+        bool lazy = clean && m_set;
+        if (lazy) {
+          std::memset(lb, 0, br * sizeof(float));
+          bgemm<kExpLazy>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, lb, m);
+          for (int64_t x = 0; x < br && lazy; x += W) lazy = vall_le(vld(lb + x), vset(kLazySum));
+          if (lazy)
+            for (int64_t x = 0; x < br; x += W) vst(l + x, vadd(vld(l + x), vld(lb + x)));
         }
-        if (mask) {
-          for (int64_t j = 0; j < jb; ++j)
-            if (mask[(j0 + j) * a.mask_sn])
-              for (int64_t x = 0; x < br; x += W) vst(st + j * br + x, vset(kNegInf));
-        }
-        if (a.causal && j0 + jb - 1 > i0 + off) {
-          // key jg is visible from lanes with i0 + lane + off >= jg, i.e. lane >= jg - off - i0
-          for (int64_t j = 0; j < jb; ++j) {
-            const int64_t thr = j0 + j - off - i0;
-            if (thr <= 0) continue;
-            const int t = static_cast<int>(std::min<int64_t>(thr, br));
-            for (int64_t x = 0; x < br; x += W) {
-              float* sp = st + j * br + x;
-              vst(sp, vsel_lt(static_cast<int>(x), t, vset(kNegInf), vld(sp)));
-            }
-          }
-        }
-        // online softmax, base 2, vertically over the jb keys
-        for (int64_t x = 0; x < br; x += W) {
-          const vf mold = vld(m + x);
-          vf mx;
-          int64_t j = 0;
+        if (!lazy) {  // the exact running maximum, then P^T = exp2(S^T - m) in a pass
+          m_set = m_set || clean;
           if (clean) {
-            mx = vld(mb + x);
+            std::memcpy(mb, m, br * sizeof(float));
+            bgemm<kSetMax>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, mb);
           } else {
-            // four independent max / sum chains: a single chain is bound by the 4-cycle
-            // latency of vmaxps / vaddps
-            vf m0 = mold, m1 = mold, m2 = mold, m3 = mold;
-            for (; j + 4 <= jb; j += 4) {
-              const float* p = st + j * br + x;
-              m0 = vmax(m0, vld(p));
-              m1 = vmax(m1, vld(p + br));
-              m2 = vmax(m2, vld(p + 2 * br));
-              m3 = vmax(m3, vld(p + 3 * br));
+            bgemm<kSet>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br);
+          }
+          if (mask) {
+            for (int64_t j = 0; j < jb; ++j)
+              if (mask[(j0 + j) * a.mask_sn])
+                for (int64_t x = 0; x < br; x += W) vst(st + j * br + x, vset(kNegInf));
+          }
+          if (a.causal && j0 + jb - 1 > i0 + off) {
+            // key jg is visible from lanes with i0 + lane + off >= jg, i.e. lane >= jg - off - i0
+            for (int64_t j = 0; j < jb; ++j) {
+              const int64_t thr = j0 + j - off - i0;
+              if (thr <= 0) continue;
+              const int t = static_cast<int>(std::min<int64_t>(thr, br));
+              for (int64_t x = 0; x < br; x += W) {
+                float* sp = st + j * br + x;
+                vst(sp, vsel_lt(static_cast<int>(x), t, vset(kNegInf), vld(sp)));
+              }
             }
-            for (; j < jb; ++j) m0 = vmax(m0, vld(st + j * br + x));
-            mx = vmax(vmax(m0, m1), vmax(m2, m3));
           }
-          // a lane that has seen only masked keys keeps a finite stand-in maximum, so
-          // that exp2(-inf - m) = 0 instead of NaN
-          mx = vmax(mx, vset(-FLT_MAX));
-          const vf al = vexp2(vsub(mold, mx));
-          vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
-          for (j = 0; j + 4 <= jb; j += 4) {
-            float* p = st + j * br + x;
-            const vf e0 = vexp2(vsub(vld(p), mx));
-            const vf e1 = vexp2(vsub(vld(p + br), mx));
-            const vf e2 = vexp2(vsub(vld(p + 2 * br), mx));
-            const vf e3 = vexp2(vsub(vld(p + 3 * br), mx));
-            vst(p, e0);
-            vst(p + br, e1);
-            vst(p + 2 * br, e2);
-            vst(p + 3 * br, e3);
-            s0 = vadd(s0, e0);
-            s1 = vadd(s1, e1);
-            s2 = vadd(s2, e2);
-            s3 = vadd(s3, e3);
+          // online softmax, base 2, vertically over the jb keys
+          for (int64_t x = 0; x < br; x += W) {
+            const vf mold = vld(m + x);
+            vf mx;
+            int64_t j = 0;
+            if (clean) {
+              mx = vld(mb + x);
+            } else {
+              // four independent max / sum chains: a single chain is bound by the 4-cycle
+              // latency of vmaxps / vaddps
+              vf m0 = mold, m1 = mold, m2 = mold, m3 = mold;
+              for (; j + 4 <= jb; j += 4) {
+                const float* p = st + j * br + x;
+                m0 = vmax(m0, vld(p));
+                m1 = vmax(m1, vld(p + br));
+                m2 = vmax(m2, vld(p + 2 * br));
+                m3 = vmax(m3, vld(p + 3 * br));
+              }
+              for (; j < jb; ++j) m0 = vmax(m0, vld(st + j * br + x));
+              mx = vmax(vmax(m0, m1), vmax(m2, m3));
+            }
+            // a lane that has seen only masked keys keeps a finite stand-in maximum, so
+            // that exp2(-inf - m) = 0 instead of NaN
+            mx = vmax(mx, vset(-FLT_MAX));
+            const vf al = vexp2(vsub(mold, mx));
+            vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+            for (j = 0; j + 4 <= jb; j += 4) {
+              float* p = st + j * br + x;
+              const vf e0 = vexp2(vsub(vld(p), mx));
+              const vf e1 = vexp2(vsub(vld(p + br), mx));
+              const vf e2 = vexp2(vsub(vld(p + 2 * br), mx));
+              const vf e3 = vexp2(vsub(vld(p + 3 * br), mx));
+              vst(p, e0);
+              vst(p + br, e1);
+              vst(p + 2 * br, e2);
+              vst(p + 3 * br, e3);
+              s0 = vadd(s0, e0);
+              s1 = vadd(s1, e1);
+              s2 = vadd(s2, e2);
+              s3 = vadd(s3, e3);
+            }
+            for (; j < jb; ++j) {
+              float* p = st + j * br + x;
+              const vf e0 = vexp2(vsub(vld(p), mx));
+              vst(p, e0);
+              s0 = vadd(s0, e0);
+            }
+            s0 = vadd(s0, s2);
+            s1 = vadd(s1, s3);
+            vst(l + x, vfma(vld(l + x), al, vadd(s0, s1)));
+            vst(m + x, mx);
+            vst(alpha + x, al);
           }
-          for (; j < jb; ++j) {
-            float* p = st + j * br + x;
-            const vf e0 = vexp2(vsub(vld(p), mx));
-            vst(p, e0);
-            s0 = vadd(s0, e0);
-          }
-          s0 = vadd(s0, s2);
-          s1 = vadd(s1, s3);
-          vst(l + x, vfma(vld(l + x), al, vadd(s0, s1)));
-          vst(m + x, mx);
-          vst(alpha + x, al);
         }
         if (dropout) {
           // element index ((b*H + h)*Nq + i)*Nk + j; the kept values are rescaled at the end
@@ -572,10 +674,12 @@ void attention_forward(const AttentionArgs& a) {
               if (!keep[j]) st[j * br + i] = 0.0f;
           }
         }
-        // O^T = O^T * alpha + V^T P^T
-        bgemm<kScaleAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, alpha);
+        // O^T = O^T * alpha + V^T P^T (alpha = 1 after a lazy block)
+        if (lazy)
+          bgemm<kAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br);
+        else
+          bgemm<kScaleAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, alpha);
       }
-      float* O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
       float* inv = alpha;  // free now: 1/l per row
       for (int64_t i = 0; i < ib; ++i) {
         const float li = l[i];
