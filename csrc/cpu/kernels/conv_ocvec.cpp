@@ -342,6 +342,8 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   // Pixel tiles of a row: as few as fit kMaxRP and of even widths (16 = 8 + 8, not 12 + 4:
   // a 4-pixel tile has 8 accumulators, too few to hide the FMA latency; 64->128 16x16 ~+3 %).
   const int64_t ntj = cdiv(Wo, kMaxRP);
+  std::vector<int64_t> jb(static_cast<size_t>(ntj + 1));  // tile q = pixels jb[q] .. jb[q+1] (no divisions per tile)
+  for (int64_t q = 0; q <= ntj; ++q) jb[q] = Wo * q / ntj;
   int64_t kch = std::max<int64_t>(1, kBlockFloats / (khw * OT));
   kch = cdiv(Cg, cdiv(Cg, kch));
   // xpad offsets of the block's (channel, tap) steps: kch * khw <= max(kBlockFloats / OT, 64)
@@ -409,7 +411,7 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
           const int64_t nch = std::min(kch, Cg - c0);
           for (int64_t i = 0; i < Ho; ++i)
             for (int64_t q = 0; q < ntj; ++q) {
-              const int64_t j0 = Wo * q / ntj, rp = Wo * (q + 1) / ntj - j0;
+              const int64_t j0 = jb[q], rp = jb[q + 1] - j0;
               pf_x.step(), pf_y.step();
               kOcvecTile[rp - 1](nch * khw, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
                                  accbuf.p + (i * Wo + j0) * OT, c0 == 0, c0 + nch >= Cg, bias, a.activation,
