@@ -6,23 +6,27 @@
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
 // tap of every output pixel reads xpad[c][(i + r*dh)*Wp + j + s*dw] with no bounds test.
-// The weights are packed once per call as [g][32-channel tile][c][tap][32] (zero rows
-// beyond Og). A tile is RP <= 12 consecutive pixels of one output row x 32 output channels
+// Each thread packs the weight tiles it uses, on first use, as [g][32-channel tile][c][tap][32]
+// (zero rows beyond Og). A tile is RP <= 12 consecutive pixels of one output row x 32 output channels
 // (RP x 2 zmm accumulators); per (c, tap) it loads 2 aligned weight vectors and broadcasts
 // RP input values, i.e. 2*RP FMAs per 2 + RP loads, every load aligned or a broadcast
 // (the masked unaligned pixel loads of the igemm same-width path missed L1 on these
-// shapes and ran at ~70 % of the FMA rate). The tile is transposed into NCHW at the store.
+// shapes and ran at ~70 % of the FMA rate). A row's pixels are split into tiles of even
+// widths. The tile is transposed into NCHW in registers at the store.
 // Blocking: one 32-channel weight tile (Cg*khw*128 B, 147 KiB for 128x3x3) stays in L2
-// while it sweeps the image's pixel tiles; the tile's input rows stay in L1.
-// Threads: items are (image, group, output-channel tile range); the tile range is split
-// when there are fewer than 2 (image, group) pairs per thread (batch 1).
-// grad-weight: dY of one image and 32-channel tile is transposed to [pixel][32] (dyT);
+// while it sweeps the image's pixel tiles, in K blocks of whole channels (<= 20 KiB) that
+// stay in L1 with the tile's input rows.
+// Threads: items are (image, group, output-channel tile range), handed out dynamically; the
+// tile range is split when there are fewer than 2 (image, group) pairs per thread (batch 1).
+// grad-weight: dY of each image and 32-channel tile is transposed to [pixel][32] (dyT);
 // a dW row (input channel c, up to 12 taps, 32 output channels = 2*12 accumulators) sums
-// over the pixels dyT[p] x xpad[c][pos(p) + off(tap)]: 2 loads + 12 broadcasts per 24 FMAs,
-// with the same padded copy, so no masks and no im2col gather/transposes (the packed GEMM
+// over the pixels dyT[p] x xpad[c][pos(p) + off(tap)] of a batch of images (up to ~1 MiB of
+// padded copies and dyT tiles, L2-resident): 2 loads + 12 broadcasts per 24 FMAs, with the
+// same padded copies, so no masks and no im2col gather/transposes (the packed GEMM
 // path spent ~18 % of 128->128 fwd+bwd there). grad-bias is summed from the same dyT tiles.
-// Bound: compute (FMA); extra memory = the packed weights (and per-thread packed dW) + one
-// padded image (and one dyT tile) per thread.
+// Bound: compute (FMA); extra memory per thread = the packed weights (forward) or the packed
+// dW (grad-weight) + one padded image (forward) or a batch's padded images and dyT tiles
+// (grad-weight, <= ~1 MiB).
 #include <omp.h>
 
 #include <algorithm>
