@@ -139,6 +139,7 @@ CASES = [
     (2, 3, 5, 40, 6, 3, 3, 1, 1, 1, 3),            # depthwise x2, rows of 40: grad-weight's unit-stride dot of >= 16
     (1, 16, 3, 140, 16, 3, 3, 1, 3, 1, 1),         # grad-input's transposed padding -1 on rows of 142 > 8 pieces: per-row pad
     (1, 16, 64, 66, 17, 3, 3, 1, 1, 1, 1),         # padded plane 66 x 68 > 256 pieces of 16: per-row pad, not expand loads
+    (5, 16, 40, 40, 17, 3, 3, 1, 1, 1, 1),         # grad-weight sums 3 + 2 images per pass (L2 budget), prefetching the next
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

@@ -6,23 +6,27 @@
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
 // tap of every output pixel reads xpad[c][(i + r*dh)*Wp + j + s*dw] with no bounds test.
-// The weights are packed once per call as [g][32-channel tile][c][tap][32] (zero rows
-// beyond Og). A tile is RP <= 12 consecutive pixels of one output row x 32 output channels
+// Each thread packs the weight tiles it uses, on first use, as [g][32-channel tile][c][tap][32]
+// (zero rows beyond Og). A tile is RP <= 12 consecutive pixels of one output row x 32 output channels
 // (RP x 2 zmm accumulators); per (c, tap) it loads 2 aligned weight vectors and broadcasts
 // RP input values, i.e. 2*RP FMAs per 2 + RP loads, every load aligned or a broadcast
 // (the masked unaligned pixel loads of the igemm same-width path missed L1 on these
-// shapes and ran at ~70 % of the FMA rate). The tile is transposed into NCHW at the store.
+// shapes and ran at ~70 % of the FMA rate). A row's pixels are split into tiles of even
+// widths. The tile is transposed into NCHW in registers at the store.
 // Blocking: one 32-channel weight tile (Cg*khw*128 B, 147 KiB for 128x3x3) stays in L2
-// while it sweeps the image's pixel tiles; the tile's input rows stay in L1.
-// Threads: items are (image, group, output-channel tile range); the tile range is split
-// when there are fewer than 2 (image, group) pairs per thread (batch 1).
-// grad-weight: dY of one image and 32-channel tile is transposed to [pixel][32] (dyT);
+// while it sweeps the image's pixel tiles, in K blocks of whole channels (<= 20 KiB) that
+// stay in L1 with the tile's input rows.
+// Threads: items are (image, group, output-channel tile range), handed out dynamically; the
+// tile range is split when there are fewer than 2 (image, group) pairs per thread (batch 1).
+// grad-weight: dY of each image and 32-channel tile is transposed to [pixel][32] (dyT);
 // a dW row (input channel c, up to 12 taps, 32 output channels = 2*12 accumulators) sums
-// over the pixels dyT[p] x xpad[c][pos(p) + off(tap)]: 2 loads + 12 broadcasts per 24 FMAs,
-// with the same padded copy, so no masks and no im2col gather/transposes (the packed GEMM
+// over the pixels dyT[p] x xpad[c][pos(p) + off(tap)] of a batch of images (up to ~1 MiB of
+// padded copies and dyT tiles, L2-resident): 2 loads + 12 broadcasts per 24 FMAs, with the
+// same padded copies, so no masks and no im2col gather/transposes (the packed GEMM
 // path spent ~18 % of 128->128 fwd+bwd there). grad-bias is summed from the same dyT tiles.
-// Bound: compute (FMA); extra memory = the packed weights (and per-thread packed dW) + one
-// padded image (and one dyT tile) per thread.
+// Bound: compute (FMA); extra memory per thread = the packed weights (forward) or the packed
+// dW (grad-weight) + one padded image (forward) or a batch's padded images and dyT tiles
+// (grad-weight, <= ~1 MiB).
 #include <omp.h>
 
 #include <algorithm>
@@ -263,23 +267,29 @@ constexpr OcvecTileFn kOcvecTile[kMaxRP] = {ocvec_tile<1>, ocvec_tile<2>, ocvec_
                                             ocvec_tile<9>, ocvec_tile<10>, ocvec_tile<11>, ocvec_tile<12>};
 
 // grad-weight, same layout: acc[t] (32 output-channel lanes) += sum over the pixels of dyT[p]
-// (32 lanes) x xpad[pos(p) + off[t]] for NT taps of one input channel; acc lives in dwp
-// ([tap][32], loaded and stored once per call). dyT = the image's dY tile transposed to
+// (32 lanes) x xpad[pos(p) + off[t]] for NT taps of one input channel, over nb images (dyT
+// and xc `dy_img` / `x_img` floats apart); acc lives in dwp ([tap][32], loaded and stored
+// once per call: the packed dW is L2-resident, and per image those loads and stores were
+// ~6 % of the 128->128 8x8 grad-weight). dyT = the images' dY tiles transposed to
 // [pixel][32]; 2 loads + NT broadcasts per 2*NT FMAs.
 template <int NT>
-void ocvec_dw_taps(int64_t Ho, int64_t Wo, int64_t Wp, const int64_t* __restrict off, const float* __restrict dyT,
-                   const float* xc, float* dwp) {
+void ocvec_dw_taps(int64_t nb, int64_t Ho, int64_t Wo, int64_t Wp, const int64_t* __restrict off,
+                   const float* __restrict dyT, int64_t dy_img, const float* xc, int64_t x_img, float* dwp) {
   __m512 acc[NT][2];
 #pragma GCC unroll 12
   for (int t = 0; t < NT; ++t) acc[t][0] = _mm512_load_ps(dwp + t * OT), acc[t][1] = _mm512_load_ps(dwp + t * OT + 16);
-  for (int64_t i = 0; i < Ho; ++i, xc += Wp) {
-    for (int64_t j = 0; j < Wo; ++j, dyT += OT) {
-      const __m512 d0 = _mm512_load_ps(dyT), d1 = _mm512_load_ps(dyT + 16);
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* d = dyT + b * dy_img;
+    const float* xr = xc + b * x_img;
+    for (int64_t i = 0; i < Ho; ++i, xr += Wp) {
+      for (int64_t j = 0; j < Wo; ++j, d += OT) {
+        const __m512 d0 = _mm512_load_ps(d), d1 = _mm512_load_ps(d + 16);
 #pragma GCC unroll 12
-      for (int t = 0; t < NT; ++t) {
-        const __m512 a = _mm512_set1_ps(xc[j + off[t]]);
-        acc[t][0] = _mm512_fmadd_ps(a, d0, acc[t][0]);
-        acc[t][1] = _mm512_fmadd_ps(a, d1, acc[t][1]);
+        for (int t = 0; t < NT; ++t) {
+          const __m512 a = _mm512_set1_ps(xr[j + off[t]]);
+          acc[t][0] = _mm512_fmadd_ps(a, d0, acc[t][0]);
+          acc[t][1] = _mm512_fmadd_ps(a, d1, acc[t][1]);
+        }
       }
     }
   }
@@ -287,7 +297,8 @@ void ocvec_dw_taps(int64_t Ho, int64_t Wo, int64_t Wp, const int64_t* __restrict
   for (int t = 0; t < NT; ++t) _mm512_store_ps(dwp + t * OT, acc[t][0]), _mm512_store_ps(dwp + t * OT + 16, acc[t][1]);
 }
 
-using OcvecDwFn = void (*)(int64_t, int64_t, int64_t, const int64_t*, const float*, const float*, float*);
+using OcvecDwFn = void (*)(int64_t, int64_t, int64_t, int64_t, const int64_t*, const float*, int64_t, const float*,
+                           int64_t, float*);
 constexpr OcvecDwFn kOcvecDw[kMaxRP] = {ocvec_dw_taps<1>, ocvec_dw_taps<2>, ocvec_dw_taps<3>,  ocvec_dw_taps<4>,
                                         ocvec_dw_taps<5>, ocvec_dw_taps<6>, ocvec_dw_taps<7>,  ocvec_dw_taps<8>,
                                         ocvec_dw_taps<9>, ocvec_dw_taps<10>, ocvec_dw_taps<11>, ocvec_dw_taps<12>};
@@ -332,6 +343,11 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   // L1 while it sweeps the image (a whole 32-channel weight tile streamed from L2 per
   // pixel tile stalled on the weight loads); partial sums go through accbuf.
   constexpr int64_t kBlockFloats = 20480 / 4;
+  // Pixel tiles of a row: as few as fit kMaxRP and of even widths (16 = 8 + 8, not 12 + 4:
+  // a 4-pixel tile has 8 accumulators, too few to hide the FMA latency; 64->128 16x16 ~+3 %).
+  const int64_t ntj = cdiv(Wo, kMaxRP);
+  std::vector<int64_t> jb(static_cast<size_t>(ntj + 1));  // tile q = pixels jb[q] .. jb[q+1] (no divisions per tile)
+  for (int64_t q = 0; q <= ntj; ++q) jb[q] = Wo * q / ntj;
   int64_t kch = std::max<int64_t>(1, kBlockFloats / (khw * OT));
   kch = cdiv(Cg, cdiv(Cg, kch));
   // xpad offsets of the block's (channel, tap) steps: kch * khw <= max(kBlockFloats / OT, 64)
@@ -379,7 +395,7 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
         // so this thread's next item is most likely `nth` items on.
         const int64_t next = (it + nth) / nsplit;
         if (next < N * G && next != ng) {
-          const int64_t n1 = next / G, g1 = next % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * cdiv(Wo, kMaxRP);
+          const int64_t n1 = next / G, g1 = next % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * ntj;
           pf_x.start(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
           pf_y.start(a.y + n1 * ybs + g1 * Og * P, Og * P, steps);
         }
@@ -398,8 +414,8 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
         for (int64_t c0 = 0; c0 < Cg; c0 += kch) {
           const int64_t nch = std::min(kch, Cg - c0);
           for (int64_t i = 0; i < Ho; ++i)
-            for (int64_t j0 = 0; j0 < Wo; j0 += kMaxRP) {
-              const int64_t rp = std::min<int64_t>(kMaxRP, Wo - j0);
+            for (int64_t q = 0; q < ntj; ++q) {
+              const int64_t j0 = jb[q], rp = jb[q + 1] - j0;
               pf_x.step(), pf_y.step();
               kOcvecTile[rp - 1](nch * khw, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
                                  accbuf.p + (i * Wo + j0) * OT, c0 == 0, c0 + nch >= Cg, bias, a.activation,
@@ -455,6 +471,10 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
   int64_t off[64];
   const PlanePadder padder(a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w);
   for (int64_t t = 0; t < khw; ++t) off[t] = (t / kw) * a.dil_h * Wp + (t % kw) * a.dil_w;
+  // Images per pass: their padded copies and dY tiles (<= ~1 MiB) stay in L2 while each dW
+  // row sums over all of them (16 images per thread for 128->128 8x8).
+  const int64_t per_image = Cg * plane + P * OT;
+  const int64_t nbatch = std::max<int64_t>(1, std::min<int64_t>(cdiv(N, nt), (1 << 18) / per_image));
   Scratch acc(static_cast<int64_t>(by_image ? nt : 1) * wsize);
   // grad-bias rides along (the plain reduction ran on one thread for the 128->128 8x8 layer):
   // per-thread partial sums of the dY tiles, [g][tile][32], reduced in thread order.
@@ -469,37 +489,42 @@ void conv2d_backward_weight_ocvec(const Conv2dArgs& a) {
     const int64_t r0 = by_image ? 0 : rows * t / nth, r1 = by_image ? rows : rows * (t + 1) / nth;
     float* mine = acc.p + (by_image ? t * wsize : 0);
     std::memset(mine + r0 * khw * OT, 0, static_cast<size_t>((r1 - r0) * khw * OT) * 4);
-    Scratch xpad(Cg * plane), dyT(P * OT);
+    Scratch xpad(nbatch * Cg * plane), dyT(nbatch * P * OT);
     SpreadPrefetch pf_x, pf_y;
-    for (int64_t n = n0; n < n1; ++n)
+    for (int64_t nb0 = n0; nb0 < n1; nb0 += nbatch) {
+      const int64_t nb = std::min(nbatch, n1 - nb0);
       for (int64_t g = r0 / (ntile * Cg); g < G && g * ntile * Cg < r1; ++g) {
-        padder.pad(a.x + n * xbs + g * Cg * a.in_h * a.in_w, Cg, xpad.p);
-        if (n + 1 < n1) {
-          const int64_t steps = ntile * Cg * cdiv(khw, kMaxRP);
-          pf_x.start(a.x + (n + 1) * xbs + g * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
-          pf_y.start(a.dy + (n + 1) * ybs + g * Og * P, Og * P, steps);
+        for (int64_t b = 0; b < nb; ++b)
+          padder.pad(a.x + (nb0 + b) * xbs + g * Cg * a.in_h * a.in_w, Cg, xpad.p + b * Cg * plane);
+        if (nb0 + nb < n1) {  // the next batch of images (the groups in between ride along)
+          const int64_t steps = ntile * Cg * cdiv(khw, kMaxRP), nn = std::min(nbatch, n1 - nb0 - nb) - 1;
+          pf_x.start(a.x + (nb0 + nb) * xbs + g * Cg * a.in_h * a.in_w, nn * xbs + Cg * a.in_h * a.in_w, steps);
+          pf_y.start(a.dy + (nb0 + nb) * ybs + g * Og * P, nn * ybs + Og * P, steps);
         }
         for (int64_t tile = 0; tile < ntile; ++tile) {
           const int64_t rb = (g * ntile + tile) * Cg;  // first row of this tile
           const int64_t c0 = std::max<int64_t>(0, r0 - rb), c1 = std::min<int64_t>(Cg, r1 - rb);
           if (c0 >= c1) continue;
           const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
-          const float* dy = a.dy + n * ybs + (g * Og + o0) * P;
-          gemm_pack_b(P, ov, dy, 1, P, dyT.p);  // dyT[p][o]: the GEMM's B-panel layout (kGemmNR == OT)
-          if (a.db && c0 == 0) {  // this thread owns the tile's first row: it sums the tile's db
-            float* d = dbacc.p + (by_image ? t * nbias : 0) + (g * ntile + tile) * OT;
-            __m512 s0 = _mm512_load_ps(d), s1 = _mm512_load_ps(d + 16);
-            sum_rows32(dyT.p, OT, P, s0, s1);
-            _mm512_store_ps(d, s0), _mm512_store_ps(d + 16, s1);
+          for (int64_t b = 0; b < nb; ++b) {  // dyT[b][p][o]: the GEMM's B-panel layout (kGemmNR == OT)
+            gemm_pack_b(P, ov, a.dy + (nb0 + b) * ybs + (g * Og + o0) * P, 1, P, dyT.p + b * P * OT);
+            if (a.db && c0 == 0) {  // this thread owns the tile's first row: it sums the tile's db
+              float* d = dbacc.p + (by_image ? t * nbias : 0) + (g * ntile + tile) * OT;
+              __m512 s0 = _mm512_load_ps(d), s1 = _mm512_load_ps(d + 16);
+              sum_rows32(dyT.p + b * P * OT, OT, P, s0, s1);
+              _mm512_store_ps(d, s0), _mm512_store_ps(d + 16, s1);
+            }
           }
           for (int64_t c = c0; c < c1; ++c)
             for (int64_t t0 = 0; t0 < khw; t0 += kMaxRP) {
               const int64_t ntap = std::min<int64_t>(kMaxRP, khw - t0);
               pf_x.step(), pf_y.step();
-              kOcvecDw[ntap - 1](Ho, Wo, Wp, off + t0, dyT.p, xpad.p + c * plane, mine + ((rb + c) * khw + t0) * OT);
+              kOcvecDw[ntap - 1](nb, Ho, Wo, Wp, off + t0, dyT.p, P * OT, xpad.p + c * plane, Cg * plane,
+                                 mine + ((rb + c) * khw + t0) * OT);
             }
         }
       }
+    }
     // Every row must be finished before any is unpacked (the unpack splits rows differently).
 #pragma omp barrier
     // Unpack (and, by image, reduce in thread order) into OIHW: row (g, tile, c) -> dw[g*Og + o][c][tap].
