@@ -164,6 +164,34 @@ def _check(got, want, bound, what):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_conv2d_forward_backward(case, simd_level, threads, rng):
+    _check_forward_backward(case, rng)
+
+
+# conv_ocvec.cpp tiles a group's output channels into 48-channel (8-pixel) and 32-channel
+# (12-pixel) tiles: 16, 17, 32 -> one 32; 47 -> a partial 48; 48, 96 -> 48s; 49 -> 32 + 17;
+# 128 -> 48 + 48 + 32; 129 -> 48 + 48 + a partial 48 (33). The grad-input is the same kernel
+# with C_in output channels, so C_in runs through the list too (reversed). Rows of 1..9 pixels
+# give every 48-channel tile width 1..8 and the 32-channel 9; batch 1 splits tile ranges over
+# the threads, batch 33 hands out whole images.
+OCVEC_TILE_CASES = [
+    (1 if i % 2 else 33, c, h, 10 - h, o, 3, 3, 1, 1, 1, 1)
+    for i, (o, c, h) in enumerate(zip([16, 17, 32, 47, 48, 49, 96, 128, 129],
+                                      [129, 128, 96, 49, 48, 47, 32, 17, 16], range(1, 10)))
+]
+
+
+@pytest.mark.parametrize("case", OCVEC_TILE_CASES, ids=[f"O{c[4]}_C{c[1]}_{c[2]}x{c[3]}" for c in OCVEC_TILE_CASES])
+def test_conv2d_ocvec_channel_tiles(case, simd_level, threads, rng):
+    _check_forward_backward(case, rng)
+    # the fused epilogue of a 48-channel tile (bias lanes beyond a partial tile: 47, 129)
+    x, w, b, ref, kw = _make(case, rng)
+    y = np.asarray(ops.conv2d(x, w, b, activation="relu", **kw))
+    K = ref.Cg * ref.kh * ref.kw
+    _check(y, np.maximum(ref.forward(x, w, b), 0),
+           f32_matmul_tol(K + 1) * ref.forward(np.abs(x), np.abs(w), np.abs(b)) + 1e-30, "relu")
+
+
+def _check_forward_backward(case, rng):
     x, w, b, ref, kw = _make(case, rng)
     y = np.asarray(ops.conv2d(x, w, b, **kw))
     want = ref.forward(x, w, b)

@@ -6,10 +6,12 @@
 // Algorithm: per (image, group) the input planes are copied once into a zero-bordered
 // per-thread buffer xpad (Cg x Hp x Wp, Hp = Ho + (kh-1)*dh, Wp = Wo + (kw-1)*dw), so every
 // tap of every output pixel reads xpad[c][(i + r*dh)*Wp + j + s*dw] with no bounds test.
-// Each thread packs the weight tiles it uses, on first use, as [g][32-channel tile][c][tap][32]
-// (zero rows beyond Og). A tile is RP <= 12 consecutive pixels of one output row x 32 output channels
-// (RP x 2 zmm accumulators); per (c, tap) it loads 2 aligned weight vectors and broadcasts
-// RP input values, i.e. 2*RP FMAs per 2 + RP loads, every load aligned or a broadcast
+// Each thread packs the weight tiles it uses, on first use, as panels [g][panel][c][tap][32]
+// (zero rows beyond Og). A tile is RP <= 8 consecutive pixels of one output row x 48 output
+// channels (RP x 3 zmm accumulators, two panels) or RP <= 12 pixels x 32 channels (RP x 2, one
+// panel; channel_tiles: 128 = 48 + 48 + 32, 64 = 32 + 32); per (c, tap) it loads 3 (2) aligned
+// weight vectors and broadcasts RP input values, i.e. 3*RP FMAs per 3 + RP loads (2*RP per
+// 2 + RP; 8 x 48 was ~4 % faster than 8 x 32 on the 128->128 8x8 forward), every load aligned or a broadcast
 // (the masked unaligned pixel loads of the igemm same-width path missed L1 on these
 // shapes and ran at ~70 % of the FMA rate). A row's pixels are split into tiles of even
 // widths. The tile is transposed into NCHW in registers at the store.
@@ -171,100 +173,117 @@ inline void sum_rows32(const float* src, int64_t stride, int64_t count, __m512& 
     s0 = _mm512_add_ps(s0, _mm512_load_ps(src)), s1 = _mm512_add_ps(s1, _mm512_load_ps(src + 16));
 }
 
-// y[o * P + j] = v[j][o / 16][o % 16] for the ov <= 32 channels o and the RP pixels j: the
-// tile transposed into NCHW rows in registers, 8 pixels at a time. Rows r < 8 of a 16 x 16
-// block are pixels (p0 + r) of channels 0..15, rows 8 + r the same pixels of channels 16..31;
-// after the transpose, row c holds channel c's 8 pixels in its low half and channel c + 16's
-// in its high half, each stored by one masked store. The scalar transposed store (2 * 32 * RP
-// scalar loads / stores per tile) was ~3 % of a 128->128 8x8 forward.
-template <int RP>
-inline void store_channel_rows(const __m512 (&v)[RP][2], float* y, int64_t P, int64_t ov) {
+// y[o * P + j] = v[j][o / 16][o % 16] for the ov <= 16 * NV channels o and the RP pixels j: the
+// tile transposed into NCHW rows in registers, 8 pixels x 2 vectors at a time. Rows r < 8 of a
+// 16 x 16 block are pixels (p0 + r) of channels vb*16 + 0..15, rows 8 + r the same pixels of
+// channels vb*16 + 16..31 (zeros when the tile has no vector vb + 1); after the transpose, row c
+// holds channel c's 8 pixels in its low half and channel c + 16's in its high half, each stored
+// by one masked store. The scalar transposed store (2 * 32 * RP scalar loads / stores per tile)
+// was ~3 % of a 128->128 8x8 forward.
+template <int RP, int NV>
+inline void store_channel_rows(const __m512 (&v)[RP][NV], float* y, int64_t P, int64_t ov) {
 #pragma GCC unroll 2
-  for (int p0 = 0; p0 < RP; p0 += 8) {
-    const int n = RP - p0 < 8 ? RP - p0 : 8;
-    __m512 r[16];
+  for (int vb = 0; vb < NV; vb += 2) {
+    const bool pair = vb + 1 < NV;
+    const int vb1 = pair ? vb + 1 : vb;  // in range; unused when !pair
+    const int64_t ovr = ov - vb * 16;
+    if (ovr <= 0) break;
+    float* yv = y + vb * 16 * P;
+#pragma GCC unroll 2
+    for (int p0 = 0; p0 < RP; p0 += 8) {
+      const int n = RP - p0 < 8 ? RP - p0 : 8;
+      __m512 r[16];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      r[j] = j < n ? v[p0 + j][0] : _mm512_setzero_ps();
-      r[8 + j] = j < n ? v[p0 + j][1] : _mm512_setzero_ps();
-    }
-    // Butterfly transpose: at block size b, rows i and i + b (i & b == 0) swap their b x b
-    // off-diagonal blocks, lanes L with L & b set in row i <-> lanes L - b of row i + b.
+      for (int j = 0; j < 8; ++j) {
+        r[j] = j < n ? v[p0 + j][vb] : _mm512_setzero_ps();
+        r[8 + j] = j < n && pair ? v[p0 + j][vb1] : _mm512_setzero_ps();
+      }
+      // Butterfly transpose: at block size b, rows i and i + b (i & b == 0) swap their b x b
+      // off-diagonal blocks, lanes L with L & b set in row i <-> lanes L - b of row i + b.
 #pragma GCC unroll 4
-    for (int b = 8; b >= 1; b /= 2) {
-      alignas(64) int lo[16], hi[16];
-      for (int L = 0; L < 16; ++L) {
-        lo[L] = (L & b) ? 16 + L - b : L;
-        hi[L] = (L & b) ? 16 + L : L + b;
-      }
-      const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
+      for (int b = 8; b >= 1; b /= 2) {
+        alignas(64) int lo[16], hi[16];
+        for (int L = 0; L < 16; ++L) {
+          lo[L] = (L & b) ? 16 + L - b : L;
+          hi[L] = (L & b) ? 16 + L : L + b;
+        }
+        const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; ++i) {
-        if (i & b) continue;
-        const __m512 a = r[i], c = r[i + b];
-        r[i] = _mm512_permutex2var_ps(a, ilo, c);
-        r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
+        for (int i = 0; i < 16; ++i) {
+          if (i & b) continue;
+          const __m512 a = r[i], c = r[i + b];
+          r[i] = _mm512_permutex2var_ps(a, ilo, c);
+          r[i + b] = _mm512_permutex2var_ps(a, ihi, c);
+        }
       }
-    }
-    const __mmask16 low = static_cast<__mmask16>((1u << n) - 1u), high = static_cast<__mmask16>(low << 8);
+      const __mmask16 low = static_cast<__mmask16>((1u << n) - 1u), high = static_cast<__mmask16>(low << 8);
 #pragma GCC unroll 16
-    for (int c = 0; c < 16; ++c) {
-      if (c < ov) _mm512_mask_storeu_ps(y + c * P + p0, low, r[c]);
-      if (c + 16 < ov) _mm512_mask_storeu_ps(y + (c + 16) * P + p0 - 8, high, r[c]);  // lanes 8.. -> pixels p0..
+      for (int c = 0; c < 16; ++c) {
+        if (c < ovr) _mm512_mask_storeu_ps(yv + c * P + p0, low, r[c]);
+        if (c + 16 < ovr) _mm512_mask_storeu_ps(yv + (c + 16) * P + p0 - 8, high, r[c]);  // lanes 8.. -> pixels p0..
+      }
     }
   }
 }
 
 // Tile over the nk (channel, tap) steps k of a K block: acc = (acc_in or 0) + sum over k of
-// w[k] (32 lanes) x xp[off[k] + j] (xp = the tile's first pixel in the block's first channel
+// w[k] (16 * NV lanes) x xp[off[k] + j] (xp = the tile's first pixel in the block's first channel
 // of xpad, off[k] = channel * plane + the tap's offset: one flat loop, whose exit the branch
-// predictor misses once per block instead of once per channel). Not the last block: acc -> acc_io ([pixel][32], in
-// L1). Last block: epilogue(acc + bias) transposed into y (ov valid channel rows, stride P).
-template <int RP>
-void ocvec_tile(int64_t nk, const int64_t* __restrict off, const float* __restrict w,
+// predictor misses once per block instead of once per channel). The weights of a step are
+// lanes 0..31 of the packed panel w[k] (rows of 32) and, for NV == 3, lanes 0..15 of the
+// second panel wb[k] (rows of 32, the upper 16 zero and never read). Not the last block:
+// acc -> acc_io ([pixel][16 * NV], in L1). Last block: epilogue(acc + bias) transposed into y
+// (ov valid channel rows, stride P).
+template <int RP, int NV>
+void ocvec_tile(int64_t nk, const int64_t* __restrict off, const float* __restrict w, const float* __restrict wb,
                 const float* xp, float* acc_io, bool first, bool last, const float* bias, Activation act, float* y,
                 int64_t P, int64_t ov) {
-  __m512 acc[RP][2];
+  static_assert(NV == 2 || NV == 3, "32- or 48-channel tiles");
+  constexpr int TW = 16 * NV;
+  __m512 acc[RP][NV];
 #pragma GCC unroll 12
-  for (int j = 0; j < RP; ++j) {
-    acc[j][0] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_io + j * OT);
-    acc[j][1] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_io + j * OT + 16);
-  }
-  for (int64_t k = 0; k < nk; ++k, w += OT) {
+  for (int j = 0; j < RP; ++j)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[j][v] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc_io + j * TW + v * 16);
+  for (int64_t k = 0; k < nk; ++k, w += OT, wb += OT) {
     const float* s = xp + off[k];
-    const __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
+    __m512 wv[NV];
+    wv[0] = _mm512_load_ps(w), wv[1] = _mm512_load_ps(w + 16);
+    if (NV == 3) wv[NV - 1] = _mm512_load_ps(wb);
 #pragma GCC unroll 12
     for (int j = 0; j < RP; ++j) {
       const __m512 a = _mm512_set1_ps(s[j]);
-      acc[j][0] = _mm512_fmadd_ps(a, w0, acc[j][0]);
-      acc[j][1] = _mm512_fmadd_ps(a, w1, acc[j][1]);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) acc[j][v] = _mm512_fmadd_ps(a, wv[v], acc[j][v]);
     }
   }
   if (!last) {
 #pragma GCC unroll 12
-    for (int j = 0; j < RP; ++j) {
-      _mm512_store_ps(acc_io + j * OT, acc[j][0]);
-      _mm512_store_ps(acc_io + j * OT + 16, acc[j][1]);
-    }
+    for (int j = 0; j < RP; ++j)
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) _mm512_store_ps(acc_io + j * TW + v * 16, acc[j][v]);
     return;
   }
-  const gemm_vf b0 = bias ? (gemm_vf)_mm512_loadu_ps(bias) : gemm_splat(0.0f);
-  const gemm_vf b1 = bias ? (gemm_vf)_mm512_loadu_ps(bias + 16) : gemm_splat(0.0f);
   GemmEpilogue ep;
   ep.act = act;
+#pragma GCC unroll 3
+  for (int v = 0; v < NV; ++v) {
+    const gemm_vf b = bias ? (gemm_vf)_mm512_loadu_ps(bias + v * 16) : gemm_splat(0.0f);
 #pragma GCC unroll 12
-  for (int j = 0; j < RP; ++j) {
-    acc[j][0] = (__m512)gemm_epilogue_vec((gemm_vf)acc[j][0], gemm_splat(0.0f), b0, ep);
-    acc[j][1] = (__m512)gemm_epilogue_vec((gemm_vf)acc[j][1], gemm_splat(0.0f), b1, ep);
+    for (int j = 0; j < RP; ++j) acc[j][v] = (__m512)gemm_epilogue_vec((gemm_vf)acc[j][v], gemm_splat(0.0f), b, ep);
   }
-  store_channel_rows<RP>(acc, y, P, ov);
+  store_channel_rows<RP, NV>(acc, y, P, ov);
 }
 
-using OcvecTileFn = void (*)(int64_t, const int64_t*, const float*, const float*, float*, bool,
+using OcvecTileFn = void (*)(int64_t, const int64_t*, const float*, const float*, const float*, float*, bool,
                              bool, const float*, Activation, float*, int64_t, int64_t);
-constexpr OcvecTileFn kOcvecTile[kMaxRP] = {ocvec_tile<1>, ocvec_tile<2>, ocvec_tile<3>,  ocvec_tile<4>,
-                                            ocvec_tile<5>, ocvec_tile<6>, ocvec_tile<7>,  ocvec_tile<8>,
-                                            ocvec_tile<9>, ocvec_tile<10>, ocvec_tile<11>, ocvec_tile<12>};
+constexpr int kMaxRP48 = 8;  // 48-channel tiles: 8 x 3 accumulators + 3 weight vectors + 1 broadcast
+constexpr OcvecTileFn kOcvecTile[kMaxRP] = {
+    ocvec_tile<1, 2>, ocvec_tile<2, 2>, ocvec_tile<3, 2>,  ocvec_tile<4, 2>,  ocvec_tile<5, 2>,  ocvec_tile<6, 2>,
+    ocvec_tile<7, 2>, ocvec_tile<8, 2>, ocvec_tile<9, 2>, ocvec_tile<10, 2>, ocvec_tile<11, 2>, ocvec_tile<12, 2>};
+constexpr OcvecTileFn kOcvecTile48[kMaxRP48] = {ocvec_tile<1, 3>, ocvec_tile<2, 3>, ocvec_tile<3, 3>,
+                                                ocvec_tile<4, 3>, ocvec_tile<5, 3>, ocvec_tile<6, 3>,
+                                                ocvec_tile<7, 3>, ocvec_tile<8, 3>};
 
 // grad-weight, same layout: acc[t] (32 output-channel lanes) += sum over the pixels of dyT[p]
 // (32 lanes) x xpad[pos(p) + off[t]] for NT taps of one input channel, over nb images (dyT
@@ -323,12 +342,52 @@ struct WeightView {
   bool flipped;
 };
 
+// The output-channel tiles of a group of Og channels: 48 channels (3 vectors, 8 pixels: 2 + 8 loads
+// per 24 FMAs against 2 + 8 per 16 for 32 channels, ~4 % faster on the 128->128 8x8 layer, more
+// when the box runs loads slowly) where Og allows, the remainder in 32-channel tiles:
+// 128 = 48 + 48 + 32, 64 = 32 + 32 (48 + 16 would leave a 16-channel tile of 1 weight load per
+// 1 FMA per pixel), 49 = 32 + 17, 129 = 48 + 48 + 33 (a partial 48-channel tile).
+struct OcTile {
+  int64_t o0, ov, nv;  // first channel, valid channels, vectors (2 or 3)
+};
+
+std::vector<OcTile> channel_tiles(int64_t Og) {
+  std::vector<OcTile> t;
+  auto add = [&](int64_t width, int64_t ov) {
+    const int64_t o0 = t.empty() ? 0 : t.back().o0 + t.back().ov;
+    t.push_back({o0, ov, width / 16});
+  };
+  if (Og <= 32) {
+    add(32, Og);
+    return t;
+  }
+  const int64_t q = Og / 48, r = Og % 48;
+  if (r == 0 || r > 32) {
+    for (int64_t i = 0; i < q; ++i) add(48, 48);
+    if (r) add(48, r);
+  } else if (r > 16 || q == 0) {
+    for (int64_t i = 0; i < q; ++i) add(48, 48);
+    add(32, r);
+  } else {  // 1 <= r <= 16, q >= 1: the last 48 + r channels as 32 + (16 + r)
+    for (int64_t i = 0; i + 1 < q; ++i) add(48, 48);
+    add(32, 32);
+    add(32, 16 + r);
+  }
+  return t;
+}
+
 void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   const int64_t N = a.batch, G = a.groups, Cg = a.in_channels / G, Og = a.out_channels / G;
   const int64_t kh = a.kernel_h, kw = a.kernel_w, khw = kh * kw, K = Cg * khw;
   const int64_t Ho = a.out_h, Wo = a.out_w, P = Ho * Wo;
   const int64_t Hp = Ho + (kh - 1) * a.dil_h, Wp = Wo + (kw - 1) * a.dil_w, plane = Hp * Wp;
-  const int64_t ntile = cdiv(Og, OT);
+  const std::vector<OcTile> tiles = channel_tiles(Og);
+  const int64_t ntile = static_cast<int64_t>(tiles.size());
+  // Packed panels of a group: a 32-channel tile has one ([c][tap][32]), a 48-channel tile two
+  // (channels 0..31 and 32..47, the second's upper 16 lanes zero).
+  std::vector<int64_t> panel0(static_cast<size_t>(ntile + 1), 0);
+  for (int64_t t = 0; t < ntile; ++t) panel0[t + 1] = panel0[t] + (tiles[t].nv == 3 ? 2 : 1);
+  const int64_t npanel = panel0[ntile];
   const int nt_max = num_threads();
   // (image, group) pairs, each split into `nsplit` ranges of channel tiles when there
   // are too few pairs to keep every thread busy.
@@ -339,46 +398,58 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
   const int nt = static_cast<int>(std::min<int64_t>(nt_max, items));
   const int64_t xbs = a.xbs(), ybs = a.ybs();
   const PlanePadder padder(a.in_h, a.in_w, Hp, Wp, a.pad_h, a.pad_w);
-  // K blocks of whole channels whose weight block (kch * khw * 128 B <= ~20 KiB) stays in
+  // K blocks of whole channels whose weight block (kch * khw * 128 or 192 B <= ~20 KiB) stays in
   // L1 while it sweeps the image (a whole 32-channel weight tile streamed from L2 per
   // pixel tile stalled on the weight loads); partial sums go through accbuf.
   constexpr int64_t kBlockFloats = 20480 / 4;
-  // Pixel tiles of a row: as few as fit kMaxRP and of even widths (16 = 8 + 8, not 12 + 4:
-  // a 4-pixel tile has 8 accumulators, too few to hide the FMA latency; 64->128 16x16 ~+3 %).
-  const int64_t ntj = cdiv(Wo, kMaxRP);
-  std::vector<int64_t> jb(static_cast<size_t>(ntj + 1));  // tile q = pixels jb[q] .. jb[q+1] (no divisions per tile)
-  for (int64_t q = 0; q <= ntj; ++q) jb[q] = Wo * q / ntj;
-  int64_t kch = std::max<int64_t>(1, kBlockFloats / (khw * OT));
-  kch = cdiv(Cg, cdiv(Cg, kch));
-  // xpad offsets of the block's (channel, tap) steps: kch * khw <= max(kBlockFloats / OT, 64)
+  auto channel_block = [&](int64_t width) {
+    const int64_t kch = std::max<int64_t>(1, kBlockFloats / (khw * width));
+    return cdiv(Cg, cdiv(Cg, kch));
+  };
+  const int64_t kch32 = channel_block(32), kch48 = channel_block(48);
+  // Pixel tiles of a row: as few as fit the tile's maximum width and of even widths (16 = 8 + 8,
+  // not 12 + 4: a 4-pixel tile has 8 accumulators, too few to hide the FMA latency; 64->128
+  // 16x16 ~+3 %). jb32 / jb48: tile q = pixels jb[q] .. jb[q+1] (no divisions per tile).
+  auto row_tiles = [&](int64_t max_rp) {
+    const int64_t n = cdiv(Wo, max_rp);
+    std::vector<int64_t> jb(static_cast<size_t>(n + 1));
+    for (int64_t q = 0; q <= n; ++q) jb[q] = Wo * q / n;
+    return jb;
+  };
+  const std::vector<int64_t> jb32 = row_tiles(kMaxRP), jb48 = row_tiles(kMaxRP48);
+  // xpad offsets of the block's (channel, tap) steps: kch * khw <= max(kBlockFloats / 32, 64)
   // (kh*kw <= 64 here, checked by the front end).
   int64_t off[std::max<int64_t>(kBlockFloats / OT, 64)];
-  for (int64_t k = 0; k < kch * khw; ++k)
+  for (int64_t k = 0; k < kch32 * khw; ++k)
     off[k] = (k / khw) * plane + (k % khw / kw) * a.dil_h * Wp + (k % kw) * a.dil_w;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
     // Each thread packs the weight tiles it uses into its own copy when it first needs them
-    // ([g][tile][c][tap][32]): no barrier between packing and computing (a thread that woke
+    // ([g][panel][c][tap][32]): no barrier between packing and computing (a thread that woke
     // late held the other up there), and the tiles are written into the L2 that reads them.
-    Scratch wp(G * ntile * K * OT);
+    Scratch wp(G * npanel * K * OT);
     std::vector<uint8_t> packed(static_cast<size_t>(G * ntile), 0);
-    auto weight_tile = [&](int64_t g, int64_t tile) -> const float* {
-      const int64_t it = g * ntile + tile, o0 = tile * OT, ov = std::min(OT, Og - o0);
-      float* d = wp.p + it * K * OT;
-      if (packed[it]) return d;
-      packed[it] = 1;
+    auto pack_panel = [&](int64_t g, int64_t o0, int64_t ov, float* d) {
       const float* src = wv.w + g * wv.g_stride + o0 * wv.o_stride;
       if (!wv.flipped && wv.c_stride == khw && wv.o_stride == K) {  // [o][k] rows: a plain transpose
         gemm_pack_b(K, ov, src, 1, K, d);  // 16 x 16 register transposes (the gathers: ~1.5 % of 128->128)
-        return d;
+        return;
       }
       for (int64_t c = 0; c < Cg; ++c)  // the 32 output channels of one (c, tap) are o_stride apart
         gather_rows32(src + c * wv.c_stride + (wv.flipped ? khw - 1 : 0), wv.o_stride, ov, khw, wv.flipped ? -1 : 1,
                       d + c * khw * OT);
+    };
+    auto weight_tile = [&](int64_t g, int64_t tile) -> const float* {
+      const OcTile& t = tiles[tile];
+      float* d = wp.p + (g * npanel + panel0[tile]) * K * OT;
+      if (packed[g * ntile + tile]) return d;
+      packed[g * ntile + tile] = 1;
+      pack_panel(g, t.o0, std::min(OT, t.ov), d);
+      if (t.nv == 3) pack_panel(g, t.o0 + OT, t.ov - OT, d + K * OT);
       return d;
     };
-    Scratch xpad(Cg * plane), accbuf(P * OT);
+    Scratch xpad(Cg * plane), accbuf(P * 48);
     SpreadPrefetch pf_x, pf_y;
     int64_t padded = -1;  // (image, group) currently in xpad
     const int64_t nth = omp_get_num_threads();
@@ -395,31 +466,39 @@ void forward_ocvec(const Conv2dArgs& a, const WeightView& wv) {
         // so this thread's next item is most likely `nth` items on.
         const int64_t next = (it + nth) / nsplit;
         if (next < N * G && next != ng) {
-          const int64_t n1 = next / G, g1 = next % G, steps = (t1 - t0) * cdiv(Cg, kch) * Ho * ntj;
+          const int64_t n1 = next / G, g1 = next % G;
+          const int64_t steps = (t1 - t0) * cdiv(Cg, kch32) * Ho * static_cast<int64_t>(jb32.size() - 1);
           pf_x.start(a.x + n1 * xbs + g1 * Cg * a.in_h * a.in_w, Cg * a.in_h * a.in_w, steps);
           pf_y.start(a.y + n1 * ybs + g1 * Og * P, Og * P, steps);
         }
       }
       float* yg = a.y + n * ybs + g * Og * P;
       for (int64_t tile = t0; tile < t1; ++tile) {
-        const int64_t o0 = tile * OT, ov = std::min(OT, Og - o0);
+        const OcTile& t = tiles[tile];
+        const int64_t o0 = t.o0, ov = t.ov, tw = t.nv * 16;
         const float* wt = weight_tile(g, tile);
+        const float* wt2 = t.nv == 3 ? wt + K * OT : wt;
         const float* bias = a.bias ? a.bias + g * Og + o0 : nullptr;
         // A partial tile's bias lanes beyond ov are read from a padded copy.
-        alignas(64) float bpad[OT];
-        if (bias && ov < OT) {
-          for (int64_t o = 0; o < OT; ++o) bpad[o] = o < ov ? bias[o] : 0.0f;
+        alignas(64) float bpad[48];
+        if (bias && ov < tw) {
+          for (int64_t o = 0; o < tw; ++o) bpad[o] = o < ov ? bias[o] : 0.0f;
           bias = bpad;
         }
+        const bool wide = t.nv == 3;
+        const int64_t kch = wide ? kch48 : kch32;
+        const std::vector<int64_t>& jb = wide ? jb48 : jb32;
+        const OcvecTileFn* fns = wide ? kOcvecTile48 : kOcvecTile;
+        const int64_t ntj = static_cast<int64_t>(jb.size()) - 1;
         for (int64_t c0 = 0; c0 < Cg; c0 += kch) {
           const int64_t nch = std::min(kch, Cg - c0);
           for (int64_t i = 0; i < Ho; ++i)
             for (int64_t q = 0; q < ntj; ++q) {
               const int64_t j0 = jb[q], rp = jb[q + 1] - j0;
               pf_x.step(), pf_y.step();
-              kOcvecTile[rp - 1](nch * khw, off, wt + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
-                                 accbuf.p + (i * Wo + j0) * OT, c0 == 0, c0 + nch >= Cg, bias, a.activation,
-                                 yg + o0 * P + i * Wo + j0, P, ov);
+              fns[rp - 1](nch * khw, off, wt + c0 * khw * OT, wt2 + c0 * khw * OT, xpad.p + c0 * plane + i * Wp + j0,
+                          accbuf.p + (i * Wo + j0) * tw, c0 == 0, c0 + nch >= Cg, bias, a.activation,
+                          yg + o0 * P + i * Wo + j0, P, ov);
             }
         }
       }
