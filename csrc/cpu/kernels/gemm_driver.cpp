@@ -18,6 +18,9 @@
 // outermost: the threads pack each B block together, then each runs its own rows with its
 // own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A).
 // Small batched products run one per thread.
+// Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
+// gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
+// gemm_shared_b<true>); batched ones keep the 12 x 32 tile.
 // Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
 // level: the direct microkernel reads B rows in place and one packed A micro-panel at a
 // time (gemm_direct below); packing B only pays when its panels are reused many times.
@@ -277,8 +280,10 @@ void gemm_direct(const GemmArgs& g, int nt) {
 // Microkernel calls over one packed A block (micro-panels ir0..ir1 of rows starting at C
 // row `ic`) and one packed B block (columns jc..jc+ncb) of depth kc; the k block is the
 // first (user's beta) and/or the last (bias, activation) of the product as flagged.
+template <bool BIG>
 void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int64_t ic, int64_t ir0, int64_t ir1,
                   int64_t jc, int64_t ncb, int64_t kc, bool first, bool last) {
+  constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   GemmEpilogue ep;
   ep.alpha = g.alpha;
   ep.beta = first ? g.beta : 1.0f;
@@ -286,23 +291,23 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
   // The next A micro-panel is fetched into L2 a slice per microkernel call: the A block
   // lives in L3 (it is larger than L2 beside the B block once m*kc >~ 1M floats), and
   // otherwise each panel's first call waits on L3 latency for every line of it.
-  const int64_t a_lines = cdiv(kGemmMR * kc * int64_t(sizeof(float)), 64);
-  const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, kGemmNR));
+  const int64_t a_lines = cdiv(MR * kc * int64_t(sizeof(float)), 64);
+  const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, NR));
   for (int64_t ir = ir0; ir < ir1; ++ir) {
-    const int64_t i0 = ic + ir * kGemmMR;
-    const float* ap = a_buf + ir * kGemmMR * kc;
-    const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + kGemmMR * kc) : nullptr;
-    const int64_t m_valid = std::min<int64_t>(kGemmMR, g.m - i0);
+    const int64_t i0 = ic + ir * MR;
+    const float* ap = a_buf + ir * MR * kc;
+    const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + MR * kc) : nullptr;
+    const int64_t m_valid = std::min<int64_t>(MR, g.m - i0);
     ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
-    for (int64_t jr = 0; jr < ncb; jr += kGemmNR) {
+    for (int64_t jr = 0; jr < ncb; jr += NR) {
       if (ap_next) {
-        const int64_t l0 = jr / kGemmNR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
+        const int64_t l0 = jr / NR * lines_per_call, l1 = std::min(a_lines, l0 + lines_per_call);
         for (int64_t l = l0; l < l1; ++l) __builtin_prefetch(ap_next + 64 * l, 0, 2);
       }
       const int64_t j0 = jc + jr;
       ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
-      gemm_microkernel(kc, ap, b_buf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs, g.c_rs, g.c_cs, m_valid,
-                       std::min<int64_t>(kGemmNR, ncb - jr), ep);
+      (BIG ? gemm_microkernel_big : gemm_microkernel)(kc, ap, b_buf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs,
+                                                       g.c_rs, g.c_cs, m_valid, std::min<int64_t>(NR, ncb - jr), ep);
     }
   }
 }
@@ -317,34 +322,36 @@ bool use_shared_b(const GemmArgs& g, int nt) {
   return nt > 1 && g.m >= 2 * g.n && g.m >= 4 * kGemmMR * nt;
 }
 
+template <bool BIG>
 void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, float* b_buf) {
+  constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;
   const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);
-  const int64_t nc_step = balanced_block(n, blk.nc, kGemmNR);
+  const int64_t nc_step = balanced_block(n, blk.nc, NR);
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
     int64_t m0, m1;
-    split_range(m, nt, tid, kGemmMR, &m0, &m1);
+    split_range(m, nt, tid, MR, &m0, &m1);
     float* abuf = a_bufs[tid];
-    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), blk.mc, kGemmMR);
+    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), blk.mc, MR);
     for (int64_t jc = 0; jc < n; jc += nc_step) {
       const int64_t ncb = std::min(nc_step, n - jc);
       for (int64_t kb = 0; kb < nk; ++kb) {
         const int64_t pc = kb * kc_step;
         const int64_t kc = std::min(kc_step, k - pc);
         int64_t q0, q1;
-        split_range(cdiv(ncb, kGemmNR), nt, tid, 1, &q0, &q1);
-        const int64_t c0 = q0 * kGemmNR, c1 = std::min(ncb, q1 * kGemmNR);
+        split_range(cdiv(ncb, NR), nt, tid, 1, &q0, &q1);
+        const int64_t c0 = q0 * NR, c1 = std::min(ncb, q1 * NR);
         if (kc > 0 && c1 > c0)
-          gemm_pack_b(kc, c1 - c0, g.b + pc * g.b_rs + (jc + c0) * g.b_cs, g.b_rs, g.b_cs, b_buf + c0 * kc);
+          (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, c1 - c0, g.b + pc * g.b_rs + (jc + c0) * g.b_cs, g.b_rs, g.b_cs, b_buf + c0 * kc);
 #pragma omp barrier
         for (int64_t ic = m0; ic < m1; ic += mc_step) {
           const int64_t mc = std::min(mc_step, m1 - ic);
-          if (kc > 0) gemm_pack_a(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, abuf);
-          macro_kernel(g, abuf, b_buf, ic, 0, cdiv(mc, kGemmMR), jc, ncb, kc, kb == 0, kb == nk - 1);
+          if (kc > 0) (BIG ? gemm_pack_a_big : gemm_pack_a)(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, abuf);
+          macro_kernel<BIG>(g, abuf, b_buf, ic, 0, cdiv(mc, MR), jc, ncb, kc, kb == 0, kb == nk - 1);
         }
         if (jc + ncb < n || kb + 1 < nk) {
 #pragma omp barrier  // the B block is repacked next iteration
@@ -356,7 +363,9 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
 
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
 // ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
+template <bool BIG>
 void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
+  constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
   const int64_t nk = k_blocks(k, blk.kc);
@@ -367,19 +376,19 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   }
 
   // Split along N unless that leaves the threads clearly less balanced than along M.
-  const int64_t n_units = cdiv(n, kGemmNR), m_units = cdiv(std::min(m, blk.mc), kGemmMR);
+  const int64_t n_units = cdiv(n, NR), m_units = cdiv(std::min(m, blk.mc), MR);
   const bool split_n = nt == 1 || balance(n_units, nt) >= 0.99 * balance(m_units, nt) ||
                        balance(n_units, nt) >= 0.9;
 
   auto body = [&](int tid) {
     int64_t n0 = 0, n1 = n;
-    if (split_n) split_range(n, nt, tid, kGemmNR, &n0, &n1);
+    if (split_n) split_range(n, nt, tid, NR, &n0, &n1);
     float* bbuf = b_bufs[tid];
-    const int64_t mc_step = balanced_block(m, blk.mc, kGemmMR);
-    const int64_t nc_step = balanced_block(n1 - n0, blk.nc, kGemmNR);
+    const int64_t mc_step = balanced_block(m, blk.mc, MR);
+    const int64_t nc_step = balanced_block(n1 - n0, blk.nc, NR);
     for (int64_t ic = 0; ic < m; ic += mc_step) {
       const int64_t mc = std::min(mc_step, m - ic);
-      const int64_t panels = cdiv(mc, kGemmMR);
+      const int64_t panels = cdiv(mc, MR);
       int64_t ir0 = 0, ir1 = panels;
       if (!split_n) split_range(panels, nt, tid, 1, &ir0, &ir1);
       for (int64_t kb = 0; kb < nk; ++kb) {
@@ -389,16 +398,16 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
         int64_t p0, p1;
         split_range(panels, nt, tid, 1, &p0, &p1);
         if (kc > 0 && p1 > p0)
-          gemm_pack_a(std::min(mc, p1 * kGemmMR) - p0 * kGemmMR, kc,
-                      g.a + (ic + p0 * kGemmMR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
-                      a_buf + p0 * kGemmMR * kc);
+          (BIG ? gemm_pack_a_big : gemm_pack_a)(std::min(mc, p1 * MR) - p0 * MR, kc,
+                      g.a + (ic + p0 * MR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
+                      a_buf + p0 * MR * kc);
         if (nt > 1) {
 #pragma omp barrier
         }
         for (int64_t jc = n0; jc < n1; jc += nc_step) {
           const int64_t ncb = std::min(nc_step, n1 - jc);
-          if (kc > 0) gemm_pack_b(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
-          macro_kernel(g, a_buf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
+          if (kc > 0) (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
+          macro_kernel<BIG>(g, a_buf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
         }
         if (nt > 1) {
 #pragma omp barrier  // the A block is repacked next iteration
@@ -453,21 +462,30 @@ void gemm_run(const GemmArgs& g) {
     return;
   }
   if (g.batch == 1 && use_shared_b(g, nt_one) && !use_direct(g, k_eff)) {
-    const int64_t m_t = cdiv(cdiv(g.m, nt_one), kGemmMR) * kGemmMR;  // rows per thread, at most
-    const int64_t a_floats_t = cdiv(std::min(blk.mc, m_t), kGemmMR) * kGemmMR * kc;
-    Buffers buf(b_floats, a_floats_t, nt_one);  // `a`: the shared B block; `b[t]`: thread t's A block
-    gemm_shared_b(g, blk, nt_one, buf.b, buf.a);
+    constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
+    const int64_t m_t = cdiv(cdiv(g.m, nt_one), mr) * mr;  // rows per thread, at most
+    const int64_t a_floats_t = cdiv(std::min(blk.mc, m_t), mr) * mr * kc;
+    // `a`: the shared B block; `b[t]`: thread t's A block
+    Buffers buf(cdiv(std::min(blk.nc, g.n), nr) * nr * kc, a_floats_t, nt_one);
+    gemm_shared_b<true>(g, blk, nt_one, buf.b, buf.a);
     return;
   }
-  if (g.batch == 1 || nt_one >= max_threads) {
-    // Products one after another, each using all the threads it can.
+  if (g.batch == 1) {  // the 8 x 48 tile on AVX-512 (gemm_microkernel_big: fewer loads per FMA)
+    const int64_t a_big = cdiv(std::min(blk.mc, g.m), kGemmBigMR) * kGemmBigMR * kc;
+    const int64_t b_big = cdiv(std::min(blk.nc, g.n), kGemmBigNR) * kGemmBigNR * kc;
+    Buffers buf(a_big, b_big, nt_one);
+    gemm_one<true>(g, blk, nt_one, buf.a, buf.b);
+    return;
+  }
+  if (nt_one >= max_threads) {
+    // Batched products one after another, each using all the threads it can.
     Buffers buf(a_floats, b_floats, nt_one);
     for (int64_t bi = 0; bi < g.batch; ++bi) {
       GemmArgs one = g;
       one.a = g.a + bi * g.a_batch_stride;
       one.b = g.b + bi * g.b_batch_stride;
       one.c = g.c + bi * g.c_batch_stride;
-      gemm_one(one, blk, nt_one, buf.a, buf.b);
+      gemm_one<false>(one, blk, nt_one, buf.a, buf.b);
     }
     return;
   }
@@ -481,7 +499,7 @@ void gemm_run(const GemmArgs& g) {
       one.a = g.a + bi * g.a_batch_stride;
       one.b = g.b + bi * g.b_batch_stride;
       one.c = g.c + bi * g.c_batch_stride;
-      gemm_one(one, blk, 1, buf.a, buf.b);
+      gemm_one<false>(one, blk, 1, buf.a, buf.b);
     }
     return;
   }
@@ -494,7 +512,7 @@ void gemm_run(const GemmArgs& g) {
     one.a = g.a + bi * g.a_batch_stride;
     one.b = g.b + bi * g.b_batch_stride;
     one.c = g.c + bi * g.c_batch_stride;
-    gemm_one(one, blk, 1, per_thread_a.b[t], &per_thread_b.b[t]);
+    gemm_one<false>(one, blk, 1, per_thread_a.b[t], &per_thread_b.b[t]);
   }
 }
 

@@ -67,6 +67,19 @@ constexpr int kGemmMR = 4;
 constexpr int kGemmNR = 8;
 #endif
 
+// The large-product tile (gemm_microkernel_big and its packers): 8 x 48 on AVX-512 (fewer loads
+// per FMA than 12 x 32, gemm_microkernel_avx512.cpp); the same tile as above on the other
+// levels. Same packed layouts as above with MR, NR replaced by these.
+#if FASTNN_ISA_LEVEL == 2
+constexpr bool kGemmHasBig = true;
+constexpr int kGemmBigMR = 8;
+constexpr int kGemmBigNR = 48;
+#else
+constexpr bool kGemmHasBig = false;
+constexpr int kGemmBigMR = kGemmMR;
+constexpr int kGemmBigNR = kGemmNR;
+#endif
+
 struct GemmEpilogue {
   float alpha = 1.0f;
   float beta = 0.0f;                // 0: C is overwritten without being read
@@ -78,6 +91,18 @@ struct GemmEpilogue {
 // The register-blocked kernel (gemm_microkernel_<isa>.cpp). See above.
 void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs,
                       int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
+
+// The same contract for the kGemmBigMR x kGemmBigNR tile (the 12 x 32 / 6 x 16 / 4 x 8 kernel
+// itself below AVX-512).
+#if FASTNN_ISA_LEVEL == 2
+void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
+                          int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
+#else
+inline void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
+                                 int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep) {
+  gemm_microkernel(kc, ap, bp, c, c_rs, c_cs, m_valid, n_valid, ep);
+}
+#endif
 
 // Variant with B read in place, for small problems where packing B would cost more than it
 // saves (AVX-512 level only: kGemmHasDirect). Same tile and epilogue semantics and the same
@@ -102,6 +127,9 @@ constexpr bool kGemmHasDirect = false;
 // ceil(mc/MR)*MR*kc (resp. ceil(nc/NR)*NR*kc) floats.
 void gemm_pack_a(int64_t mc, int64_t kc, const float* a, int64_t rs, int64_t cs, float* out);
 void gemm_pack_b(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs, float* out);
+// The same for the big tile's panels (kGemmBigMR rows of A, kGemmBigNR columns of B).
+void gemm_pack_a_big(int64_t mc, int64_t kc, const float* a, int64_t rs, int64_t cs, float* out);
+void gemm_pack_b_big(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs, float* out);
 
 // Cache blocking, derived once from the cache sizes read at run time (sysconf / CPUID)
 // (gemm_driver.cpp). kc: depth of a packed block (an A micro-panel MR x kc stays in L1);

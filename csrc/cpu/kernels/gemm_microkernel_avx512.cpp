@@ -1,9 +1,18 @@
-// AVX-512 GEMM microkernel: MR x NR = 12 x 32 tile of C held in 24 zmm accumulators.
-// Per k step: 2 zmm loads of the packed B row (and 2 prefetches 8 rows ahead), 12 broadcasts of the packed A column
-// (folded into the FMAs as {1to16} memory operands), 24 FMAs -> FMA-bound (2 FMA ports:
-// 12 cycles of FMAs vs 7 of loads), compute bound once kc is a few hundred.
+// AVX-512 GEMM microkernels: two register tiles of C from one template, both with 24 zmm
+// accumulators, streaming packed B rows (prefetched 8 rows ahead) past an L1-resident packed
+// A micro-panel whose column is broadcast (vbroadcastss loads):
+//   12 x 32 (gemm_microkernel, kGemmMR x kGemmNR; small and batched products, conv): per k step
+//     2 B loads + 2 prefetches + 12 broadcasts for 24 FMAs.
+//   8 x 48 (gemm_microkernel_big, kGemmBigMR x kGemmBigNR; single large products): per k step
+//     3 B loads + 3 prefetches + 8 broadcasts for 24 FMAs -- 14 load-port operations instead of
+//     16, the tile MKL's sgemm uses here (its scopy_down48 / scopy_right8 packers). On this VM
+//     the load ports, shared with the host's other tenants, give out before the FMA ports:
+//     1 thread, same process, alternating: 1-5 % faster on 1024^2..2048^2 and the training
+//     shapes than 12 x 32 (microkernel alone, L1/L2-resident panels: 5-10 % in the VM's slow
+//     phases, equal in its fast ones).
+// FMA-bound (2 FMA ports: 12 cycles of FMAs per k step vs 7-8 of loads) once kc is a few hundred.
 // Edge tiles: ROWS (m_valid) is a template parameter, so short panels do not pay for
-// 12 rows; partial N uses AVX-512 masks (no scalar fix-up). The epilogue (alpha, beta,
+// all rows; partial N uses AVX-512 masks (no scalar fix-up). The epilogue (alpha, beta,
 // biases, activation) runs on the accumulators before the single store of C.
 #include <cstdint>
 #include <cstring>
@@ -17,6 +26,11 @@
 #include "cpu/kernels/transpose16_avx512.h"
 
 static_assert(kGemmMR == 12 && kGemmNR == 32, "avx512 microkernel is written for 12 x 32");
+static_assert(kGemmBigMR == 8 && kGemmBigNR == 48, "avx512 big microkernel is written for 8 x 48");
+
+// GCC 12 reports the zero rows of the transposed-C path's 16 x 16 register transpose as "maybe
+// uninitialized" for some (ROWS, NV) instantiations: a false positive (every r[i] is assigned).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace {
 
@@ -37,13 +51,17 @@ constexpr int64_t kCTailSteps = 16;
 // A_DIRECT = true: A read in place instead, row i at ap + i*lda, unit column stride (the
 // caller's C has a single column tile, so a packed A panel would be used once): four
 // row pointers (rows 0, 4, 8) plus lda and 3*lda in index registers address all 12 rows.
-template <int ROWS, int NV, bool B_DIRECT, bool A_DIRECT = false>
-void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __restrict bp, int64_t ldb, float* c,
-                     int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep, int64_t lda = 0) {
+// AS / BS: the packed A and B panel strides (kGemmMR / kGemmNR; kGemmBigMR / kGemmBigNR for the
+// big tile).
+template <int ROWS, int NV, bool B_DIRECT, bool A_DIRECT = false, int AS = kGemmMR, int BS = kGemmNR>
+__attribute__((always_inline)) inline void micro_tile_impl(int64_t kc, const float* __restrict ap,
+                                                           const float* __restrict bp, int64_t ldb, float* c,
+                                                           int64_t c_rs, int64_t c_cs, int64_t n_valid,
+                                                           const GemmEpilogue& ep, int64_t lda = 0) {
   __m512 acc[ROWS][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
 
   // C tile: fetched into L2 now (all 16*NV floats of each row, not only its first line), and
@@ -52,11 +70,11 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
   if (c_cs == 1) {
 #pragma GCC unroll 12
     for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(c + i * c_rs + 16 * v), _MM_HINT_T1);
   }
 
-  const int64_t b_step = B_DIRECT ? ldb : kGemmNR;
+  const int64_t b_step = B_DIRECT ? ldb : BS;
   const int64_t lda3 = 3 * lda;  // rows 4q + {0, 1, 2, 3} at arow[q] + {0, lda, 2*lda, lda3}: scaled-index modes
   const float* arow[3] = {ap, ap + 4 * lda, ap + 8 * lda};
   const int64_t k_tail = kc > kCTailSteps ? kc - kCTailSteps : 0;
@@ -66,29 +84,29 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
 #pragma GCC unroll 4
     for (; p < k_end; ++p) {
       __m512 b[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + 16 * v);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int v = 0; v < NV; ++v)
         _mm_prefetch(reinterpret_cast<const char*>(bp + kPrefetchRows * b_step + 16 * v), _MM_HINT_T0);
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i) {
         const __m512 a = _mm512_set1_ps(A_DIRECT ? arow[i / 4][i % 4 == 3 ? lda3 : (i % 4) * lda] : ap[i]);
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
       }
       if (A_DIRECT) {
 #pragma GCC unroll 3
         for (int q = 0; q < 3; ++q) ++arow[q];
       } else {
-        ap += kGemmMR;
+        ap += AS;
       }
       bp += b_step;
     }
     if (part == 0 && c_cs == 1) {
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i)
-#pragma GCC unroll 2
+#pragma GCC unroll 3
         for (int v = 0; v < NV; ++v)
           _mm_prefetch(reinterpret_cast<const char*>(c + i * c_rs + 16 * v), _MM_HINT_T0);
     }
@@ -97,7 +115,7 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
   if (c_cs == 1) {
     __mmask16 mk[NV];
     __m512 bc[NV];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) {
       const int64_t rem = n_valid - 16 * v;
       mk[v] = rem >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rem) - 1u);
@@ -107,7 +125,7 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
     for (int i = 0; i < ROWS; ++i) {
       const __m512 br = ep.bias_row ? _mm512_set1_ps(ep.bias_row[i]) : _mm512_setzero_ps();
       float* crow = c + i * c_rs;
-#pragma GCC unroll 2
+#pragma GCC unroll 3
       for (int v = 0; v < NV; ++v) {
         const __m512 old = ep.beta != 0.0f ? _mm512_maskz_loadu_ps(mk[v], crow + 16 * v) : _mm512_setzero_ps();
         const gemm_vf r = gemm_epilogue_vec((gemm_vf)acc[i][v], (gemm_vf)old, (gemm_vf)(bc[v] + br), ep);
@@ -121,7 +139,7 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
     // each; the per-element arithmetic is the fast path's (bias_col + bias_row is commutative).
     const __mmask16 mrows = static_cast<__mmask16>((1u << ROWS) - 1u);
     const __m512 brow = ep.bias_row ? _mm512_maskz_loadu_ps(mrows, ep.bias_row) : _mm512_setzero_ps();
-#pragma GCC unroll 2
+#pragma GCC unroll 3
     for (int v = 0; v < NV; ++v) {
       __m512 r[16];
 #pragma GCC unroll 16
@@ -146,19 +164,25 @@ void micro_tile_impl(int64_t kc, const float* __restrict ap, const float* __rest
 }
 
 template <int ROWS, int NV>
-void micro_tile(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs, int64_t n_valid,
+__attribute__((noinline)) void micro_tile_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs,
+                                              int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
+  micro_tile_impl<ROWS, NV, false, false, kGemmBigMR, kGemmBigNR>(kc, ap, bp, kGemmBigNR, c, c_rs, c_cs, n_valid, ep);
+}
+
+template <int ROWS, int NV>
+__attribute__((noinline)) void micro_tile(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs, int64_t n_valid,
                 const GemmEpilogue& ep) {
   micro_tile_impl<ROWS, NV, false>(kc, ap, bp, kGemmNR, c, c_rs, c_cs, n_valid, ep);
 }
 
 template <int ROWS, int NV>
-void micro_tile_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,
+__attribute__((noinline)) void micro_tile_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,
                        int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
   micro_tile_impl<ROWS, NV, true>(kc, ap, b, ldb, c, c_rs, c_cs, n_valid, ep);
 }
 
 template <int ROWS, int NV>
-void micro_tile_direct_ab(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+__attribute__((noinline)) void micro_tile_direct_ab(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                           int64_t c_rs, int64_t c_cs, int64_t n_valid, const GemmEpilogue& ep) {
   micro_tile_impl<ROWS, NV, true, true>(kc, a, b, ldb, c, c_rs, c_cs, n_valid, ep, lda);
 }
@@ -172,6 +196,10 @@ template <int NV>
 constexpr TileFn kTiles[12] = {micro_tile<1, NV>, micro_tile<2, NV>, micro_tile<3, NV>,  micro_tile<4, NV>,
                                micro_tile<5, NV>, micro_tile<6, NV>, micro_tile<7, NV>,  micro_tile<8, NV>,
                                micro_tile<9, NV>, micro_tile<10, NV>, micro_tile<11, NV>, micro_tile<12, NV>};
+template <int NV>
+constexpr TileFn kBigTiles[8] = {micro_tile_big<1, NV>, micro_tile_big<2, NV>, micro_tile_big<3, NV>,
+                                 micro_tile_big<4, NV>, micro_tile_big<5, NV>, micro_tile_big<6, NV>,
+                                 micro_tile_big<7, NV>, micro_tile_big<8, NV>};
 template <int NV>
 constexpr DirectFn kDirect[12] = {
     micro_tile_direct<1, NV>, micro_tile_direct<2, NV>, micro_tile_direct<3, NV>,  micro_tile_direct<4, NV>,
@@ -196,6 +224,17 @@ void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, in
     kTiles<2>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
   else
     kTiles<1>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+}
+
+void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
+                          int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep) {
+  if (m_valid <= 0 || n_valid <= 0) return;
+  if (n_valid > 32)
+    kBigTiles<3>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+  else if (n_valid > 16)
+    kBigTiles<2>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+  else
+    kBigTiles<1>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
 }
 
 void gemm_microkernel_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,

@@ -155,4 +155,12 @@ void gemm_pack_b(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs,
   pack_panels<kGemmNR>(nc, kc, b, cs, rs, out);
 }
 
+void gemm_pack_a_big(int64_t mc, int64_t kc, const float* a, int64_t rs, int64_t cs, float* out) {
+  pack_panels<kGemmBigMR>(mc, kc, a, rs, cs, out);
+}
+
+void gemm_pack_b_big(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t cs, float* out) {
+  pack_panels<kGemmBigNR>(nc, kc, b, cs, rs, out);
+}
+
 #include "cpu/isa_end.h"
