@@ -22,9 +22,10 @@
 // level: the direct microkernel reads B rows in place and one packed A micro-panel at a
 // time (gemm_direct below); packing B only pays when its panels are reused many times.
 // With a single column tile (n <= NR) A is read in place too, and a B of < 16 columns is
-// copied 16 wide (not 32). Narrow products (n <= 12, m >= 16, k <= 512: 64 x 128 x 10) are
-// computed as C^T = B^T A^T instead, so the tile's vectors run along m and use all 16 lanes
-// (gemm_narrow_transposed).
+// copied 16 wide (not 32). Narrow products (n <= 12: 64 x 128 x 10) with unit-stride rows of A,
+// at any size, are dot products along k (gemm_narrow_dot.cpp: A read in place, no transpose);
+// with a transposed A (m >= 16, k <= 512) they are computed as C^T = B^T A^T, so the tile's
+// vectors run along m and use all 16 lanes (gemm_narrow_transposed).
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@
 
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
+#include "cpu/kernels/gemm_narrow_dot.h"
 
 namespace {
 
@@ -361,6 +363,12 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
   const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
+#if FASTNN_ISA_LEVEL == 2
+  if (gemm_narrow_dot_applies(g)) {
+    gemm_narrow_dot(g, nt);
+    return;
+  }
+#endif
   if (use_direct(g, k)) {
     gemm_direct(g, nt);
     return;
@@ -448,6 +456,12 @@ void gemm_run(const GemmArgs& g) {
   constexpr double kGrain = 131072.0;
 
   const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
+#if FASTNN_ISA_LEVEL == 2
+  if (g.batch == 1 && gemm_narrow_dot_applies(g)) {  // n <= 12, A rows unit-stride: no packed blocks
+    gemm_narrow_dot(g, nt_one);
+    return;
+  }
+#endif
   if (g.batch == 1 && use_direct(g, k_eff)) {  // no packed blocks to allocate
     gemm_direct(g, nt_one);
     return;
