@@ -257,6 +257,50 @@ def test_deterministic(threads, rng):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_claimed_tasks_under_load(causal, rng):
+    # A thread that has finished its range takes tasks (forward) or per-head pieces of a range
+    # (backward) from the other's. A busy Python thread slows one of the two kernel threads,
+    # so that claiming happens in most runs: results must equal the quiet ones bitwise (tasks
+    # are independent; a head's dq still gets one flush per range). 5 heads: one is split
+    # between the two ranges.
+    import threading
+    import time
+
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(2)
+    try:
+        q, k, v = make(rng, 1, 5, 130, 200, 32)
+        go = rng.standard_normal(q.shape).astype(np.float32)
+
+        def run():
+            out, lse = attention(q, k, v, causal=causal, return_lse=True)
+            grads = attention_backward(go, q, k, v, out, lse, causal=causal)
+            return [np_(t) for t in (out, lse, *grads)]
+
+        quiet = run()
+        check_backward(q, k, v, causal, None, None, rng)
+        stop = [False]
+
+        def spin():
+            while not stop[0]:
+                time.sleep(0)
+                sum(range(2000))
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        try:
+            loaded = [run() for _ in range(6)]
+        finally:
+            stop[0] = True
+            spinner.join()
+        for r in loaded:
+            for a, b in zip(r, quiet):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        fastnn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape", [(0, 2, 5, 5, 8), (1, 0, 5, 5, 8), (1, 2, 0, 5, 8), (1, 2, 5, 0, 8),
                                    (1, 2, 5, 5, 0)])
 def test_zero_sizes(shape, rng):

@@ -22,28 +22,35 @@
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
 // gemm_shared_b<true>); batched ones keep the 12 x 32 tile.
 // Small problems (m*n*k <= 8M multiply-adds, k <= 1024) skip packing B on the AVX-512
-// level: the direct microkernel reads B rows in place and one packed A micro-panel at a
-// time (gemm_direct below); packing B only pays when its panels are reused many times.
-// With a single column tile (n <= NR) A is read in place too, and a B of < 16 columns is
-// copied 16 wide (not 32). Narrow products (n <= 12, m >= 16, k <= 512: 64 x 128 x 10) are
-// computed as C^T = B^T A^T instead, so the tile's vectors run along m and use all 16 lanes
-// (gemm_narrow_transposed).
+// level: the direct microkernel reads B rows in place (gemm_direct_tiles below); packing B
+// only pays when its panels are reused many times. Unit-stride rows of A are read in place
+// too (else one packed A micro-panel at a time), and the threads share the C tiles
+// dynamically (own share first, then stealing), so a worker woken late does not stall the
+// call. A B of < 16 columns is copied 16 wide (not 32). Narrow products (n <= 12: 64 x 128 x 10) with unit-stride rows of A,
+// at any size, are dot products along k (gemm_narrow_dot.cpp: A read in place, no transpose);
+// with a transposed A (m >= 16, k <= 512) they are computed as C^T = B^T A^T, so the tile's
+// vectors run along m and use all 16 lanes (gemm_narrow_transposed).
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "fastnn/activation.h"
 #include "fastnn/allocator.h"
 #include "fastnn/config.h"
 #include "fastnn/gemm.h"
 
+#include "cpu/parallel.h"
+
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
+#include "cpu/kernels/gemm_narrow_dot.h"
 
 namespace {
 
@@ -192,78 +199,100 @@ void gemm_narrow_transposed(const GemmArgs& g, int nt) {
 }
 #endif
 
-void gemm_direct(const GemmArgs& g, int nt) {
 #if FASTNN_ISA_LEVEL == 2
-  if (use_narrow_transposed(g, g.k)) {
-    gemm_narrow_transposed(g, nt);
-    return;
-  }
+// Small products (use_direct). When A's rows are unit-stride (a_cs == 1) A is read in place
+// by the microkernel (gemm_microkernel_direct_ab), so any C tile can be computed by any thread
+// without packing; otherwise (a transposed A) each thread packs the A micro-panel of its
+// current row of tiles into a stack buffer and keeps it for the next tile of that row.
+// The MR x NR tiles (column panel by column panel when A is read in place, row panel by row
+// panel when it is packed, so the packed panel is reused) are split into one contiguous share
+// per thread; a thread works through its own share from the front, then steals tiles from the
+// back of the others' (detail::StealRange, as the element-wise loops do). A thread that is late
+// to the parallel region (a parked OpenMP worker woken up after a peer's call, a core busy with
+// another process) then loses tiles to the running one instead of holding it at the end: with
+// a fixed half each, a product took (wake-up + half) instead of ~(wake-up + all) / 2.
+// B panels not read in place are packed once into a shared buffer by the first thread to
+// need them (a thread steals from the back, so the two rarely meet on a panel). One that finds
+// its panel being packed by the other thread waits a few microseconds, then packs a private copy
+// rather than spin on a thread that may not be running.
+void gemm_direct_tiles(const GemmArgs& g, int nt) {
   const int64_t m = g.m, n = g.n, k = g.k;
-  const float* b = g.b;
-  int64_t ldb = g.b_rs;
-  float* packed = nullptr;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
-  // One column tile: each A micro-panel would be packed for a single microkernel call, so
-  // a unit-stride A is read in place. B of <= 16 columns that cannot be read in place is
-  // packed 16 wide by each thread into its own stack buffer (<= 64 KiB, cheaper than a
-  // barrier).
-  const bool a_in_place = n_panels == 1 && g.a_cs == 1;
+  const bool a_in_place = g.a_cs == 1;
+  // B of <= 16 columns that cannot be read in place: packed 16 wide by each thread into its
+  // own stack buffer (<= 64 KiB, cheaper than sharing). Otherwise full panels of a
+  // unit-stride B are read in place and the others packed once.
   const bool narrow = n < 16 || (n == 16 && g.b_cs != 1);
-  // Panels read in place: all the full ones of a unit-stride B; the others are packed (all of
-  // a transposed B, e.g. linear's weight), by the threads together.
   const int64_t n_direct = g.b_cs == 1 ? n / kGemmNR : 0;
   const int64_t n_packed = narrow || (n == 16 && g.b_cs == 1) ? 0 : n_panels - n_direct;
-  if (n_packed > 0)
+  float* packed = nullptr;
+  std::unique_ptr<std::atomic<int>[]> state;  // per packed panel: 0 not started, 1 being packed, 2 ready
+  if (n_packed > 0) {
     packed = static_cast<float*>(cpu_allocator::allocate(n_packed * kGemmNR * k * sizeof(float)));
-  const bool split_n = nt == 1 || balance(n_panels, nt) >= balance(m_panels, nt);
+    state.reset(new std::atomic<int>[n_packed]);
+    for (int64_t q = 0; q < n_packed; ++q) state[q].store(0, std::memory_order_relaxed);
+  }
+  auto pack_panel = [&](int64_t q, float* dst) {
+    const int64_t c0 = (n_direct + q) * kGemmNR;
+    gemm_pack_b(k, std::min<int64_t>(kGemmNR, n - c0), g.b + c0 * g.b_cs, g.b_rs, g.b_cs, dst);
+  };
+  const int64_t tiles = m_panels * n_panels;
+  std::unique_ptr<detail::StealRange[]> shares(new detail::StealRange[nt]);
+  for (int t = 0; t < nt; ++t)
+    shares[t].init(static_cast<uint32_t>(tiles * t / nt), static_cast<uint32_t>(tiles * (t + 1) / nt));
   auto body = [&](int tid) {
-    if (n_packed > 0) {
-      int64_t q0, q1;
-      split_range(n_packed, nt, tid, 1, &q0, &q1);
-      const int64_t c0 = (n_direct + q0) * kGemmNR, c1 = std::min(n, (n_direct + q1) * kGemmNR);
-      if (c1 > c0) gemm_pack_b(k, c1 - c0, g.b + c0 * g.b_cs, g.b_rs, g.b_cs, packed + q0 * kGemmNR * k);
-      if (nt > 1) {
-#pragma omp barrier  // a thread may read panels another one packed
-      }
-    }
     alignas(64) float b_narrow[16 * kDirectMaxK];
     if (narrow) pack_b_narrow(k, n, g.b, g.b_rs, g.b_cs, b_narrow);
-    int64_t j0 = 0, j1 = n_panels, i0 = 0, i1 = m_panels;
-    if (split_n)
-      split_range(n_panels, nt, tid, 1, &j0, &j1);
-    else
-      split_range(m_panels, nt, tid, 1, &i0, &i1);
+    float* own = nullptr;  // this thread's private copy of panel own_q, if it ever needs one
+    int64_t own_q = -1;
+    alignas(64) float ap[kGemmMR * kDirectMaxK];  // packed A micro-panel of row panel ap_ir
+    int64_t ap_ir = -1;
     GemmEpilogue ep;
     ep.alpha = g.alpha;
     ep.beta = g.beta;
     ep.act = g.activation;
-    alignas(64) float ap[kGemmMR * kDirectMaxK];
-    for (int64_t ir = i0; ir < i1; ++ir) {
-      const int64_t r0 = ir * kGemmMR;
-      const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0);
-      if (!a_in_place) gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap);
-      ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
-      for (int64_t jr = j0; jr < j1; ++jr) {
-        const int64_t c0 = jr * kGemmNR;
-        ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
+    for (int s = 0; s < nt; ++s) {
+      detail::StealRange& share = shares[(tid + s) % nt];
+      for (int64_t t; (t = share.take(s == 0)) >= 0;) {
+        const int64_t jr = a_in_place ? t / m_panels : t % n_panels;
+        const int64_t ir = a_in_place ? t % m_panels : t / n_panels;
+        const int64_t r0 = ir * kGemmMR, c0 = jr * kGemmNR;
+        const int64_t m_valid = std::min<int64_t>(kGemmMR, m - r0), n_valid = std::min<int64_t>(kGemmNR, n - c0);
         const float* bp;
         int64_t bld;
         if (narrow) {
           bp = b_narrow, bld = 16;
         } else if (jr < n_direct || n == 16) {  // n == 16 here: unit column stride
-          bp = b + c0, bld = ldb;
+          bp = g.b + c0, bld = g.b_rs;
         } else {
-          bp = packed + (jr - n_direct) * kGemmNR * k, bld = kGemmNR;
+          const int64_t q = jr - n_direct;
+          bp = packed + q * kGemmNR * k, bld = kGemmNR;
+          int st = state[q].load(std::memory_order_acquire);
+          if (st == 0 && state[q].compare_exchange_strong(st, 1, std::memory_order_relaxed)) {
+            pack_panel(q, packed + q * kGemmNR * k);
+            state[q].store(2, std::memory_order_release);
+          } else if (st != 2) {
+            // Packing a 128-row panel takes ~1 us; 256 pauses are a few microseconds.
+            for (int spins = 0; spins < 256 && state[q].load(std::memory_order_acquire) != 2; ++spins) _mm_pause();
+            if (state[q].load(std::memory_order_acquire) != 2) {
+              if (!own) own = static_cast<float*>(cpu_allocator::allocate(kGemmNR * k * sizeof(float)));
+              if (own_q != q) pack_panel(q, own), own_q = q;
+              bp = own;
+            }
+          }
         }
+        ep.bias_row = g.bias_row ? g.bias_row + r0 : nullptr;
+        ep.bias_col = g.bias_col ? g.bias_col + c0 : nullptr;
         float* cp = g.c + r0 * g.c_rs + c0 * g.c_cs;
-        const int64_t n_valid = std::min<int64_t>(kGemmNR, n - c0);
-        if (a_in_place)
-          gemm_microkernel_direct_ab(k, g.a + r0 * g.a_rs, g.a_rs, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid,
-                                     ep);
-        else
+        if (a_in_place) {
+          gemm_microkernel_direct_ab(k, g.a + r0 * g.a_rs, g.a_rs, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
+        } else {
+          if (ap_ir != ir) gemm_pack_a(m_valid, k, g.a + r0 * g.a_rs, g.a_rs, g.a_cs, ap), ap_ir = ir;
           gemm_microkernel_direct(k, ap, bp, bld, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
+        }
       }
     }
+    cpu_allocator::release(own);
   };
   if (nt == 1) {
     body(0);
@@ -272,6 +301,15 @@ void gemm_direct(const GemmArgs& g, int nt) {
     body(omp_get_thread_num());
   }
   cpu_allocator::release(packed);
+}
+#endif
+
+void gemm_direct(const GemmArgs& g, int nt) {
+#if FASTNN_ISA_LEVEL == 2
+  if (use_narrow_transposed(g, g.k))
+    gemm_narrow_transposed(g, nt);
+  else
+    gemm_direct_tiles(g, nt);
 #else
   (void)g, (void)nt;
 #endif
@@ -370,6 +408,12 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
   const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);  // balanced k blocks, none tiny
+#if FASTNN_ISA_LEVEL == 2
+  if (gemm_narrow_dot_applies(g)) {
+    gemm_narrow_dot(g, nt);
+    return;
+  }
+#endif
   if (use_direct(g, k)) {
     gemm_direct(g, nt);
     return;
@@ -457,6 +501,12 @@ void gemm_run(const GemmArgs& g) {
   constexpr double kGrain = 131072.0;
 
   const int nt_one = static_cast<int>(std::max(1.0, std::min<double>(max_threads, work / kGrain)));
+#if FASTNN_ISA_LEVEL == 2
+  if (g.batch == 1 && gemm_narrow_dot_applies(g)) {  // n <= 12, A rows unit-stride: no packed blocks
+    gemm_narrow_dot(g, nt_one);
+    return;
+  }
+#endif
   if (g.batch == 1 && use_direct(g, k_eff)) {  // no packed blocks to allocate
     gemm_direct(g, nt_one);
     return;
