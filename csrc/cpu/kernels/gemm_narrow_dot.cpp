@@ -47,6 +47,34 @@ constexpr int64_t kStackK = 1024;              // packed B on the stack up to he
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// The 8 rows of a row-major B chunk (r[l] = B(8c + l, 0..16), zero beyond k and n) into the
+// 8 pair vectors out + 16 q (q < pairs): an 8 x 8 transpose of 64-bit units (column pairs)
+// in three shuffle stages, then one permute per pair from (l, h)-interleaved to h-major order.
+// 30 shuffles per 8 rows instead of one 16-lane gather per pair.
+inline void transpose_chunk(const __m512* r, int64_t pairs, float* out) {
+  __m512d t[8], s[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm512_unpacklo_pd(_mm512_castps_pd(r[2 * i]), _mm512_castps_pd(r[2 * i + 1]));
+    t[2 * i + 1] = _mm512_unpackhi_pd(_mm512_castps_pd(r[2 * i]), _mm512_castps_pd(r[2 * i + 1]));
+  }
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i) {  // s[4i + x]: rows 4i .. 4i+3, units {x, x + 4} (x = 0..3)
+    s[4 * i + 0] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0x88);
+    s[4 * i + 1] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0x88);
+    s[4 * i + 2] = _mm512_shuffle_f64x2(t[4 * i], t[4 * i + 2], 0xDD);
+    s[4 * i + 3] = _mm512_shuffle_f64x2(t[4 * i + 1], t[4 * i + 3], 0xDD);
+  }
+  const __m512i h_major = _mm512_set_epi32(15, 13, 11, 9, 7, 5, 3, 1, 14, 12, 10, 8, 6, 4, 2, 0);
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x) {
+    const __m512d lo = _mm512_shuffle_f64x2(s[x], s[4 + x], 0x88);  // unit x of rows 0..7
+    const __m512d hi = _mm512_shuffle_f64x2(s[x], s[4 + x], 0xDD);  // unit x + 4
+    if (x < pairs) _mm512_storeu_ps(out + 16 * x, _mm512_permutexvar_ps(h_major, _mm512_castpd_ps(lo)));
+    if (x + 4 < pairs) _mm512_storeu_ps(out + 16 * (x + 4), _mm512_permutexvar_ps(h_major, _mm512_castpd_ps(hi)));
+  }
+}
+
 // B (k x n, element (p, j) at b[p*rs + j*cs]) into the pair layout above (kp = 8 * chunks rows).
 void pack_b_pairs(int64_t k, int64_t n, const float* b, int64_t rs, int64_t cs, float* out) {
   const int64_t pairs = cdiv(n, 2), chunks = cdiv(k, 8);
@@ -56,6 +84,17 @@ void pack_b_pairs(int64_t k, int64_t n, const float* b, int64_t rs, int64_t cs, 
   // Lane h*8 + l reads B(8c + l, 2q + h): offset l*rs + h*cs from the chunk's first element.
   const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(row, _mm512_set1_epi32(static_cast<int32_t>(gather ? rs : 0))),
                                        _mm512_mullo_epi32(half, _mm512_set1_epi32(static_cast<int32_t>(gather ? cs : 0))));
+  if (cs == 1 && rs != 1) {  // row-major B (a matmul's right operand): transposed 8 rows at a time
+    const __mmask16 cols = static_cast<__mmask16>((1u << n) - 1u);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t kv = std::min<int64_t>(8, k - 8 * c);
+      __m512 r[8];
+#pragma GCC unroll 8
+      for (int l = 0; l < 8; ++l) r[l] = l < kv ? _mm512_maskz_loadu_ps(cols, b + (8 * c + l) * rs) : _mm512_setzero_ps();
+      transpose_chunk(r, pairs, out + c * pairs * 16);
+    }
+    return;
+  }
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t kv = std::min<int64_t>(8, k - 8 * c);
     for (int64_t q = 0; q < pairs; ++q) {
