@@ -42,6 +42,13 @@
 // blocks (store misses stalled the O write-back).
 // The transposed copies (Q and K/V blocks in, O and dK/dV out) go through 16 x 16 register
 // transposes on AVX-512 (~2 % faster fwd+bwd at N = 1024, ~8 % at N = 256, 1 thread).
+// Where the forward's time goes (1 thread, N = 1024, B*H = 32, the VM in its slow mode):
+// the S product alone runs at 67 % of the FMA probe, exp2 adds 6 %, the O^T product runs
+// at 75 %; with the K/V blocks pinned in L1 it is only 2 % faster, and N = 4096 (K/V of a
+// head larger than L2) runs at the rate of N = 1024 at 1 and 2 threads: not bound by L2.
+// No gain from: K packed transposed per head (contiguous broadcasts, 1-3 % slower), 128
+// query lanes per task (5 % slower, 15 % at 2 threads N = 4096), key blocks of 32 / 48 /
+// 96 / 128, an 8 x 48 tile with 48-lane blocks (3-23 % slower), prefetching C rows.
 // Bound: compute (4*N^2*D flops forward, 10*N^2*D backward against O(N*D) memory
 // traffic per (b, h) and query block); the exp2 pass is ~10% of the forward work at
 // D = 64. Threads: contiguous task ranges, balanced by per-task cost (causal tasks
