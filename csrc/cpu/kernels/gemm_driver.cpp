@@ -237,7 +237,8 @@ void gemm_direct_tiles(const GemmArgs& g, int nt) {
     gemm_pack_b(k, std::min<int64_t>(kGemmNR, n - c0), g.b + c0 * g.b_cs, g.b_rs, g.b_cs, dst);
   };
   const int64_t tiles = m_panels * n_panels;
-  std::unique_ptr<detail::StealRange[]> shares(new detail::StealRange[nt]);
+  detail::StealRange shares[64];  // on the stack: no allocation per call
+  nt = std::min(nt, 64);           // gemm_run's limit already
   for (int t = 0; t < nt; ++t)
     shares[t].init(static_cast<uint32_t>(tiles * t / nt), static_cast<uint32_t>(tiles * (t + 1) / nt));
   auto body = [&](int tid) {

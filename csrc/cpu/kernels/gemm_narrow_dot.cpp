@@ -17,8 +17,8 @@
 // permute, ~1 cycle per output beside k/16 cycles of FMAs per output (k = 128: ~12 %).
 // Summation order: 8 interleaved partial sums over k, then a pairwise tree; the error bound is
 // the usual k * eps * sum |a||b| (the tests check against float64).
-// Threads split the rows in 4-row blocks; every element is computed the same way whatever the
-// thread count or the strides of C (same bits).
+// Threads share the 4-row blocks (own share first, then stealing); every element is computed
+// the same way whatever the thread count, the thread that takes it or the strides of C (same bits).
 // Bound: FMA (compute) for n >= 4 and k >~ 64; reading A once (m * k floats) otherwise.
 #include <omp.h>
 
@@ -28,6 +28,8 @@
 #include "fastnn/activation.h"
 #include "fastnn/allocator.h"
 #include "fastnn/gemm.h"
+
+#include "cpu/parallel.h"
 
 #include "cpu/isa_begin.h"
 #include "cpu/kernels/gemm_microkernel.h"
@@ -44,6 +46,7 @@ namespace {
 constexpr int kRows = 4;                       // A rows per register tile
 constexpr int kMaxPairs = kNarrowDotMaxN / 2;  // 6
 constexpr int64_t kStackK = 1024;              // packed B on the stack up to here (48 KiB)
+constexpr int kMaxThreads = 64;                // as the driver (gemm_run)
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -235,18 +238,30 @@ void gemm_narrow_dot(const GemmArgs& g, int nt) {
   pack_b_pairs(k, n, g.b, g.b_rs, g.b_cs, bp);  // once, by the calling thread: k * n floats
   const int64_t blocks = cdiv(m, kRows);
   nt = static_cast<int>(std::min<int64_t>(nt, blocks));
+  // Each thread works through its own share of the 4-row blocks from the front, then steals
+  // from the back of the others' (a late or preempted thread does not hold up the call).
+  detail::StealRange shares[kMaxThreads];
+  nt = std::min(nt, kMaxThreads);
+  for (int t = 0; t < nt; ++t)
+    shares[t].init(static_cast<uint32_t>(blocks * t / nt), static_cast<uint32_t>(blocks * (t + 1) / nt));
   auto body = [&](int tid) {
-    const int64_t base = blocks / nt, extra = blocks % nt;
-    const int64_t b0 = tid * base + std::min<int64_t>(tid, extra), b1 = b0 + base + (tid < extra ? 1 : 0);
     GemmEpilogue ep;
     ep.alpha = g.alpha;
     ep.beta = g.beta;
     ep.act = g.activation;
     ep.bias_col = g.bias_col;
-    for (int64_t i = b0 * kRows; i < std::min(m, b1 * kRows); i += kRows) {
-      const int64_t rows = std::min<int64_t>(kRows, m - i);
+    auto rows_block = [&](int64_t blk) {
+      const int64_t i = blk * kRows, rows = std::min<int64_t>(kRows, m - i);
       ep.bias_row = g.bias_row ? g.bias_row + i : nullptr;
       kDotTiles[rows - 1][pairs - 1](k, g.a + i * g.a_rs, g.a_rs, bp, g.c + i * g.c_rs, g.c_rs, g.c_cs, n, ep);
+    };
+    if (nt == 1) {  // no claims (a compare-exchange per block is ~5 % of a 64 x 128 x 10 product)
+      for (int64_t blk = 0; blk < blocks; ++blk) rows_block(blk);
+      return;
+    }
+    for (int s = 0; s < nt; ++s) {
+      detail::StealRange& share = shares[(tid + s) % nt];
+      for (int64_t blk; (blk = share.take(s == 0)) >= 0;) rows_block(blk);
     }
   };
   if (nt <= 1) {
