@@ -105,12 +105,14 @@ def test_strided_views(simd_level, threads, rng):
 
 
 def test_huge_b_strides(simd_level, rng):
-    # A row stride beyond the gather's 32-bit offsets takes the scalar packing loop; with k = 1 only
-    # B's row 0 is read, so the view needs no memory behind its stride.
-    row = rand(rng, 1, 6)
-    b = np.lib.stride_tricks.as_strided(row, shape=(1, 6), strides=(4 << 30, 4))
+    # A row stride beyond the gather's 32-bit offsets: with unit column stride B goes through the
+    # 8-row register transposes, otherwise through the scalar packing loop. With k = 1 only B's
+    # row 0 is read, so the views need no memory behind their row stride.
+    row = rand(rng, 1, 12)
     a = rand(rng, 5, 1)
-    check(a, b, False, rng)
+    for col_stride in (4, 8):  # bytes: unit column stride, then every other element
+        b = np.lib.stride_tricks.as_strided(row, shape=(1, 6), strides=(4 << 30, col_stride))
+        check(a, b, False, rng)
 
 
 def test_linear_and_zero_rows(simd_level, threads, rng):
