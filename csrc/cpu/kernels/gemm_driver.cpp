@@ -214,7 +214,8 @@ void gemm_narrow_transposed(const GemmArgs& g, int nt) {
 // B panels not read in place are packed once into a shared buffer by the first thread to
 // need them (a thread steals from the back, so the two rarely meet on a panel). One that finds
 // its panel being packed by the other thread waits a few microseconds, then packs a private copy
-// rather than spin on a thread that may not be running.
+// rather than spin on a thread that may not be running (config.h's gemm_busy_panel_claims makes
+// a thread's first claims take that path, for the tests).
 void gemm_direct_tiles(const GemmArgs& g, int nt) {
   const int64_t m = g.m, n = g.n, k = g.k;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
@@ -241,7 +242,9 @@ void gemm_direct_tiles(const GemmArgs& g, int nt) {
   nt = std::min(nt, 64);           // gemm_run's limit already
   for (int t = 0; t < nt; ++t)
     shares[t].init(static_cast<uint32_t>(tiles * t / nt), static_cast<uint32_t>(tiles * (t + 1) / nt));
+  const int busy_claims_per_thread = gemm_busy_panel_claims();
   auto body = [&](int tid) {
+    int busy_claims = busy_claims_per_thread;
     alignas(64) float b_narrow[16 * kDirectMaxK];
     if (narrow) pack_b_narrow(k, n, g.b, g.b_rs, g.b_cs, b_narrow);
     float* own = nullptr;  // this thread's private copy of panel own_q, if it ever needs one
@@ -269,13 +272,16 @@ void gemm_direct_tiles(const GemmArgs& g, int nt) {
           const int64_t q = jr - n_direct;
           bp = packed + q * kGemmNR * k, bld = kGemmNR;
           int st = state[q].load(std::memory_order_acquire);
-          if (st == 0 && state[q].compare_exchange_strong(st, 1, std::memory_order_relaxed)) {
+          const bool forced_busy = st != 2 && busy_claims > 0;  // testing aid (config.h)
+          if (forced_busy) --busy_claims;
+          if (!forced_busy && st == 0 && state[q].compare_exchange_strong(st, 1, std::memory_order_relaxed)) {
             pack_panel(q, packed + q * kGemmNR * k);
             state[q].store(2, std::memory_order_release);
           } else if (st != 2) {
             // Packing a 128-row panel takes ~1 us; 256 pauses are a few microseconds.
-            for (int spins = 0; spins < 256 && state[q].load(std::memory_order_acquire) != 2; ++spins) _mm_pause();
-            if (state[q].load(std::memory_order_acquire) != 2) {
+            for (int spins = 0; !forced_busy && spins < 256 && state[q].load(std::memory_order_acquire) != 2; ++spins)
+              _mm_pause();
+            if (forced_busy || state[q].load(std::memory_order_acquire) != 2) {
               if (!own) own = static_cast<float*>(cpu_allocator::allocate(kGemmNR * k * sizeof(float)));
               if (own_q != q) pack_panel(q, own), own_q = q;
               bp = own;
