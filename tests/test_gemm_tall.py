@@ -4,7 +4,9 @@ its own rows in A blocks sized to half of its L2: shared_b_mc), on 1 thread gemm
 mc rows from L3). Shapes put several A blocks in each thread's rows, with ragged MR edges, several
 k blocks (beta on the first, bias and activation on the last) and several B blocks. Checked
 against float64 NumPy with test_gemm's bound (check_close), at every SIMD level and with 1 and 2
-threads; the 1- and 2-thread results are bitwise equal (same tile, same k blocks, same order of
+threads. Also products split along N whose A block fits in half of L2 (m = 256 x k = 4096 x n =
+1024): on 2 threads each thread packs its own copy of the A block (gemm_one's private_a, no
+barriers). The 1- and 2-thread results are bitwise equal (same tile, same k blocks, same order of
 multiply-adds per C element: only which thread computes a tile differs).
 """
 from __future__ import annotations
@@ -49,7 +51,17 @@ def test_a_block_not_whole_tiles(simd_level, threads, rng):
     run(rng, m, 600, n, alpha=1.5, beta=-1.0, c=c, bias=rand(rng, n), activation="relu")
 
 
-@pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (8192, 512, 200), (2311, 520, 700)])
+# (203, 2100, 470): private A blocks -- 6 k blocks of 350 (a 203 x 350 A block), n = 10 panels of
+# 48 (the last 38 wide) split 5 + 5 between the threads, m % 8 = 3.
+# (64, 1030, 2000): 3 k blocks, 2 B blocks (nc = 672) per thread with ragged edges.
+@pytest.mark.parametrize("m, k, n", [(203, 2100, 470), (64, 1030, 2000)])
+def test_private_a_blocks(simd_level, threads, rng, m, k, n):
+    c, bias = rand(rng, m, n), rand(rng, n)
+    run(rng, m, k, n, alpha=-0.75, beta=1.5, c=c, bias=bias, activation="sigmoid")
+    run(rng, m, k, n, trans_a=True, trans_b=True, alpha=2.0)
+
+
+@pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (8192, 512, 200), (2311, 520, 700), (203, 2100, 470)])
 def test_tall_bitwise_equal_1_and_2_threads(simd_level, rng, m, k, n):
     a, b, c, bias = rand(rng, m, k), rand(rng, k, n), rand(rng, m, n), rand(rng, n)
     before = fastnn.get_num_threads()

@@ -14,9 +14,11 @@
 // Threads: the C block of each (ic, pc) is split either along N (each thread packs
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
-// the threads balanced, e.g. N = 10). Tall products (m >= 2n) instead loop B blocks
+// the threads balanced, e.g. N = 10); split along N with an A block <= L2/2 (m = 256), each
+// thread packs its own copy of it, so there are no barriers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
-// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A).
+// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A; A blocks
+// of half an L2).
 // Small batched products run one per thread.
 // Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
@@ -417,7 +419,8 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
 // ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
 template <bool BIG>
-void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
+void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs,
+              float* const* a_private = nullptr) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
@@ -439,10 +442,15 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   const bool split_n = nt == 1 || balance(n_units, nt) >= 0.99 * balance(m_units, nt) ||
                        balance(n_units, nt) >= 0.9;
 
+  // Private A blocks (a_private: given when the A block fits in half of L2): with the split
+  // along N each thread packs the whole A block itself and the threads never wait for each other.
+  const bool private_a = nt > 1 && a_private && split_n;
+  const bool sync = nt > 1 && !private_a;
   auto body = [&](int tid) {
     int64_t n0 = 0, n1 = n;
     if (split_n) split_range(n, nt, tid, NR, &n0, &n1);
     float* bbuf = b_bufs[tid];
+    float* const abuf = private_a ? a_private[tid] : a_buf;
     const int64_t mc_step = balanced_block(m, blk.mc, MR);
     const int64_t nc_step = balanced_block(n1 - n0, blk.nc, NR);
     for (int64_t ic = 0; ic < m; ic += mc_step) {
@@ -453,22 +461,23 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
       for (int64_t kb = 0; kb < nk; ++kb) {
         const int64_t pc = kb * kc_step;
         const int64_t kc = std::min(kc_step, k - pc);
-        // Cooperative packing of the A block: thread t packs its share of the panels.
-        int64_t p0, p1;
-        split_range(panels, nt, tid, 1, &p0, &p1);
+        // Cooperative packing of the A block: thread t packs its share of the panels (all of
+        // them into its own block when private_a).
+        int64_t p0 = 0, p1 = panels;
+        if (!private_a) split_range(panels, nt, tid, 1, &p0, &p1);
         if (kc > 0 && p1 > p0)
           (BIG ? gemm_pack_a_big : gemm_pack_a)(std::min(mc, p1 * MR) - p0 * MR, kc,
                       g.a + (ic + p0 * MR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
-                      a_buf + p0 * MR * kc);
-        if (nt > 1) {
+                      abuf + p0 * MR * kc);
+        if (sync) {
 #pragma omp barrier
         }
         for (int64_t jc = n0; jc < n1; jc += nc_step) {
           const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
-          macro_kernel<BIG>(g, a_buf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
+          macro_kernel<BIG>(g, abuf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
         }
-        if (nt > 1) {
+        if (sync) {
 #pragma omp barrier  // the A block is repacked next iteration
         }
       }
@@ -539,7 +548,17 @@ void gemm_run(const GemmArgs& g) {
     const int64_t a_big = cdiv(std::min(blk.mc, g.m), kGemmBigMR) * kGemmBigMR * kc;
     const int64_t b_big = cdiv(std::min(blk.nc, g.n), kGemmBigNR) * kGemmBigNR * kc;
     Buffers buf(a_big, b_big, nt_one);
-    gemm_one<true>(g, blk, nt_one, buf.a, buf.b);
+    // A block <= L2/2 (256 x 4096 x 1024: 256 x 373): each thread packs its own copy rather than
+    // meet the other at two barriers per k block. 2 threads, same process, alternating, medians
+    // of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more loaded the machine), 512 x
+    // 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged. Larger A blocks (squares)
+    // stay shared: two copies through L3 were up to 4 % slower at 4096^2.
+    if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= blk.l2_bytes / 2) {
+      Buffers a_own(0, a_big, nt_one);  // the "b" slots hold each thread's A block
+      gemm_one<true>(g, blk, nt_one, buf.a, buf.b, a_own.b);
+    } else {
+      gemm_one<true>(g, blk, nt_one, buf.a, buf.b);
+    }
     return;
   }
   if (nt_one >= max_threads) {
