@@ -269,7 +269,7 @@ DQ_ORDER_CASES = [
 
 
 @pytest.mark.parametrize("case", DQ_ORDER_CASES, ids=lambda c: "H%dN%d" % c[:2] + ("c" if c[2] else "") + ("m" if c[3] else ""))
-def test_dq_bitwise_repeatable_at_any_thread_count(case, rng):
+def test_dq_bitwise_repeatable_at_any_thread_count(case, simd_level, rng):
     # dq's pieces are added in segment order after every thread is done, whatever the timing:
     # bitwise equal across repeats at each thread count. (Before, with >= 3 threads the pieces
     # were flushed in finishing order: 124 of 240 repeats of these cases differed.)

@@ -52,6 +52,14 @@
 // No gain from: K packed transposed per head (contiguous broadcasts, 1-3 % slower), 128
 // query lanes per task (5 % slower, 15 % at 2 threads N = 4096), key blocks of 32 / 48 /
 // 96 / 128, an 8 x 48 tile with 48-lane blocks (3-23 % slower), prefetching C rows.
+// The rate does not depend on N (1 thread, thread time, load ~4, B*H*N^2 fixed): forward
+// 93 / 94 / 90 GF/s and backward 97 / 97 / 95 GF/s (5 products) at N = 1024 / 2048 / 4096;
+// a backward with 128-key tasks (Q and dO streamed once per 128 keys, the "two key blocks per
+// Q load" layout) ran within the +-5 % noise of 64 at N = 1024 and 4096. So fwd+bwd (7
+// products) stays at ~70 % of the FMA probe, the rate of the GEMM on this machine; the fall
+// of its ratio to NumPy with N (3.05 / 2.79 / 2.60 in the session-7 quiet run) is NumPy
+// getting faster per flop at 2 threads (486 / 421 / 416 ms per 1024^2-equivalent), and 3x
+// NumPy at N = 4096 would need 86 % of the probe.
 // Bound: compute (4*N^2*D flops forward, 10*N^2*D backward against O(N*D) memory
 // traffic per (b, h) and query block); the exp2 pass is ~10% of the forward work at
 // D = 64. Threads: contiguous task ranges, balanced by per-task cost (causal tasks
