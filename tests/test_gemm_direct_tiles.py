@@ -24,6 +24,12 @@ SHAPES = [  # (m, k, n): > 256K multiply-adds (2 threads), tiles of every edge k
 ]
 
 
+def operands(rng, m, k, n, trans_a, trans_b):
+    a = rand(rng, k, m) if trans_a else rand(rng, m, k)
+    b = rand(rng, n, k) if trans_b else rand(rng, k, n)
+    return a, b, rand(rng, n), rand(rng, m, n)
+
+
 def products(a, b, trans_a, trans_b, bias, c):
     return [np.asarray(gemm(a, b, trans_a=trans_a, trans_b=trans_b)),
             np.asarray(gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=-1.0, c=c, bias=bias,
@@ -33,9 +39,7 @@ def products(a, b, trans_a, trans_b, bias, c):
 @pytest.mark.parametrize("m, k, n", SHAPES)
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
 def test_threads_same_bits(simd_level, rng, m, k, n, trans_a, trans_b):
-    a = rand(rng, k, m) if trans_a else rand(rng, m, k)
-    b = rand(rng, n, k) if trans_b else rand(rng, k, n)
-    bias, c = rand(rng, n), rand(rng, m, n)
+    a, b, bias, c = operands(rng, m, k, n, trans_a, trans_b)
     before = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(1)
@@ -105,9 +109,7 @@ def test_private_panel_copies(rng, threads, busy_panel_claims, m, k, n, trans_a,
     # copy (1: one private panel, then the shared ones; 3: the private copy reused and repacked
     # for another panel when A is packed and tiles run along a row; all: no panel shared). Every
     # mix of private and shared copies must give the bits of the plain 1-thread product.
-    a = rand(rng, k, m) if trans_a else rand(rng, m, k)
-    b = rand(rng, n, k) if trans_b else rand(rng, k, n)
-    bias, c = rand(rng, n), rand(rng, m, n)
+    a, b, bias, c = operands(rng, m, k, n, trans_a, trans_b)
     before = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(1)

@@ -17,11 +17,14 @@
 // dK^T += Q^T dS, dQ += dS K. The exp2 and the dS product are applied to the
 // microkernel's accumulators before they are stored (modes kExpRow, kDS), not in
 // passes of their own (measured 2-7 % faster backward, the most with causal, whose
-// diagonal blocks are now zeroed by a memset instead of a per-vector select). dQ is shared between key blocks, so each thread
-// accumulates into a private Nq x Dp buffer for the head it is working on and adds
-// it into dq (under a critical section) when it moves to another head: no atomics
-// in the inner loop, one extra O(Nq*D) pass per (thread, head) — cheaper than the
-// two-pass alternative, which recomputes S and dP (7 instead of 5 matmuls).
+// diagonal blocks are now zeroed by a memset instead of a per-vector select). dQ is shared between key blocks, so each
+// piece of a thread's range within one head accumulates into a private Nq x Dp buffer: a
+// piece covering a whole head adds it into dq at its end; the pieces of a head split between
+// ranges (at most 2 (threads - 1) of them) keep their buffers until all threads are done and
+// are then added in range order, so dq is bitwise repeatable at any thread count, whichever
+// thread ran or claimed a piece. No atomics in the inner loop, one extra O(Nq*D) pass per
+// piece — cheaper than the two-pass alternative, which recomputes S and dP (7 instead of 5
+// matmuls).
 // Di = rowsum(dO * O) and lse2 = lse*log2(e) are precomputed in a first pass.
 //
 // All products go through one register-blocked microkernel (bgemm below):
@@ -49,6 +52,14 @@
 // No gain from: K packed transposed per head (contiguous broadcasts, 1-3 % slower), 128
 // query lanes per task (5 % slower, 15 % at 2 threads N = 4096), key blocks of 32 / 48 /
 // 96 / 128, an 8 x 48 tile with 48-lane blocks (3-23 % slower), prefetching C rows.
+// The rate does not depend on N (1 thread, thread time, load ~4, B*H*N^2 fixed): forward
+// 93 / 94 / 90 GF/s and backward 97 / 97 / 95 GF/s (5 products) at N = 1024 / 2048 / 4096;
+// a backward with 128-key tasks (Q and dO streamed once per 128 keys, the "two key blocks per
+// Q load" layout) ran within the +-5 % noise of 64 at N = 1024 and 4096. So fwd+bwd (7
+// products) stays at ~70 % of the FMA probe, the rate of the GEMM on this machine; the fall
+// of its ratio to NumPy with N (3.05 / 2.79 / 2.60 in the session-7 quiet run) is NumPy
+// getting faster per flop at 2 threads (486 / 421 / 416 ms per 1024^2-equivalent), and 3x
+// NumPy at N = 4096 would need 86 % of the probe.
 // Bound: compute (4*N^2*D flops forward, 10*N^2*D backward against O(N*D) memory
 // traffic per (b, h) and query block); the exp2 pass is ~10% of the forward work at
 // D = 64. Threads: contiguous task ranges, balanced by per-task cost (causal tasks
@@ -56,8 +67,8 @@
 // finished its range takes tasks left in the others' (ClaimableRanges): under load a
 // thread slowed by the host held up the call by up to 18 % (measured at N = 1024, 2
 // threads, load 3); claiming made the forward 1-12 % faster there, results unchanged.
-// The backward claims whole pieces of a range within one head (one private dQ flush each,
-// as before): idle thread time 1.7 / 0.5 / 1.2 % instead of 15.9 / 3.4 / 1.0 % (N = 1024,
+// The backward claims whole pieces of a range within one head (one private dQ each, summed
+// in a fixed order): idle thread time 1.7 / 0.5 / 1.2 % instead of 15.9 / 3.4 / 1.0 % (N = 1024,
 // causal 1024, 2048; 2 threads, load ~4).
 //
 // exp2: AVX2 / SSE2: round-to-nearest range reduction x = n + f, f in [-0.5, 0.5], 2^f by a
@@ -509,6 +520,13 @@ class ClaimableRanges {
   std::unique_ptr<Range[]> r_;
 };
 
+// dst[i*d_rs + d*d_sd] += src[i*s_rs + d] for rows [r0, r1), d < D (a private dQ into dq)
+inline void add_rows(float* dst, int64_t d_rs, int64_t d_sd, const float* src, int64_t s_rs, int64_t r0, int64_t r1,
+                     int64_t D) {
+  for (int64_t i = r0; i < r1; ++i)
+    for (int64_t d = 0; d < D; ++d) dst[i * d_rs + d * d_sd] += src[i * s_rs + d];
+}
+
 struct Scratch {
   float* base = nullptr;
   explicit Scratch(size_t nfloats) : base(static_cast<float*>(fastnn::cpu_allocator::allocate(nfloats * sizeof(float)))) {}
@@ -805,21 +823,43 @@ void attention_backward(const AttentionArgs& a) {
   std::vector<int64_t> bounds;
   split_tasks(B * H, cost, nt, bounds);
   // Claimable units: the pieces of each range within one head (segment s = tasks [cut[s],
-  // cut[s + 1])). A piece keeps one private dQ flushed at its end, as when each thread ran
-  // its own range: a head still gets at most one flush per range, so dq stays deterministic.
+  // cut[s + 1])), each accumulating dQ over its key blocks in a private buffer. A segment that
+  // covers a whole head adds that buffer into the (zeroed) dq rows of the head at its end: the
+  // head's only writer. A head split between ranges keeps each piece's buffer (a slot, at most
+  // 2 (nt - 1) of them) until every thread is done, then the slots are added into dq in
+  // segment order: the sum order depends on the split (shape, thread count) only, never on
+  // timing or on which thread claimed a piece.
   std::vector<int64_t> cut, seg_bounds(nt + 1);
   for (int r = 0; r < nt; ++r) {
     seg_bounds[r] = static_cast<int64_t>(cut.size());
     for (int64_t t = bounds[r]; t < bounds[r + 1]; t = std::min(bounds[r + 1], (t / nkb + 1) * nkb)) cut.push_back(t);
   }
   seg_bounds[nt] = static_cast<int64_t>(cut.size());
+  const int64_t nseg = static_cast<int64_t>(cut.size());
   cut.push_back(ntasks);
   ClaimableRanges segments(seg_bounds);
+  std::vector<int64_t> slot_of(nseg, -1);  // split segments: their slot, in segment order
+  std::vector<int64_t> split_heads;        // per split head: its segments [first, end)
+  int64_t nslots = 0;
+  for (int64_t s = 0; s < nseg; ++s) {
+    if (cut[s] % nkb == 0 && cut[s + 1] - cut[s] == nkb) continue;  // a whole head
+    if (split_heads.empty() || cut[split_heads[split_heads.size() - 2]] / nkb != cut[s] / nkb) {
+      split_heads.push_back(s);
+      split_heads.push_back(s + 1);
+    }
+    split_heads.back() = s + 1;  // a head's pieces are consecutive segments
+    slot_of[s] = nslots++;
+  }
+  // reduction items: (split head, block of 64 dq rows)
+  const int64_t rblk = 64, nrblk = (NQ + rblk - 1) / rblk;
+  const int64_t nitems = static_cast<int64_t>(split_heads.size() / 2) * nrblk;
 
   // per thread: Kt, Vt, dKt, dVt (D x bcb), Kp (bcb x Dp), bias (bcb), P, dP, Pd, Z (brb x bcb),
-  // keep (bcb bytes), dQ private (NQ x Dp)
+  // keep (bcb bytes), dQ private (NQ x Dp); then the slots (NQ x Dp each) and their first rows
   const int64_t per_thread = round_up(4 * D * bcb + bcb * Dp + bcb + 4 * brb * bcb + bcb / 4 + NQ * Dp, 16);
-  Scratch scratch(static_cast<size_t>(per_thread * nt));
+  Scratch scratch(static_cast<size_t>(per_thread * nt + nslots * NQ * Dp));
+  float* const slots = scratch.base + per_thread * nt;
+  std::vector<int64_t> slot_lo(nslots, NQ);
 
 #pragma omp parallel num_threads(nt)
   {
@@ -835,19 +875,11 @@ void attention_backward(const AttentionArgs& a) {
     float* Pd = dP + brb * bcb;
     float* Z = Pd + brb * bcb;
     uint8_t* keep = reinterpret_cast<uint8_t*>(Z + brb * bcb);
-    float* dqp = Z + brb * bcb + bcb / 4;
-    int64_t cur_bh = -1, row_lo = NQ;
-
-    auto flush_dq = [&]() {
-      if (cur_bh < 0 || row_lo >= NQ) return;
-      const int64_t b = cur_bh / H, h = cur_bh % H;
-      float* dq = a.dq + b * a.dq_sb + h * a.dq_sh;
-#pragma omp critical(fastnn_attention_dq)
-      for (int64_t i = row_lo; i < NQ; ++i)
-        for (int64_t d = 0; d < D; ++d) dq[i * a.dq_sn + d * a.dq_sd] += dqp[i * Dp + d];
-    };
+    float* const dq_own = Z + brb * bcb + bcb / 4;
 
     segments.run(tid, [&](int64_t seg, int64_t) {
+    float* const dqp = slot_of[seg] >= 0 ? slots + slot_of[seg] * NQ * Dp : dq_own;
+    int64_t row_lo = NQ;  // rows [row_lo, NQ) of dqp are in use
     for (int64_t task = cut[seg]; task < cut[seg + 1]; ++task) {
       const int64_t bh = task / nkb, kb = task % nkb;
       const int64_t b = bh / H, h = bh % H;
@@ -860,11 +892,6 @@ void attention_backward(const AttentionArgs& a) {
       float* dK = a.dk + b * a.dk_sb + h * a.dk_sh + j0 * a.dk_sn;
       float* dV = a.dv + b * a.dv_sb + h * a.dv_sh + j0 * a.dv_sn;
 
-      if (bh != cur_bh) {
-        flush_dq();
-        cur_bh = bh;
-        row_lo = NQ;
-      }
       const int64_t i_start = row_start(j0);
       if (i_start < row_lo) {
         // rows [i_start, row_lo) of the private dQ start being used
@@ -969,9 +996,27 @@ void attention_backward(const AttentionArgs& a) {
           }
       }
     }
-    flush_dq();
-    cur_bh = -1;
+    if (slot_of[seg] >= 0) {
+      slot_lo[slot_of[seg]] = row_lo;  // read after the barrier
+    } else if (row_lo < NQ) {
+      const int64_t bh = cut[seg] / nkb;
+      add_rows(a.dq + bh / H * a.dq_sb + bh % H * a.dq_sh, a.dq_sn, a.dq_sd, dqp, Dp, row_lo, NQ, D);
+    }
     });
+    if (nitems > 0) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (int64_t it = 0; it < nitems; ++it) {
+        const int64_t x = it / nrblk, r0 = it % nrblk * rblk, r1 = std::min(NQ, r0 + rblk);
+        const int64_t s0 = split_heads[2 * x], s1 = split_heads[2 * x + 1];
+        const int64_t bh = cut[s0] / nkb;
+        float* dq = a.dq + bh / H * a.dq_sb + bh % H * a.dq_sh;
+        for (int64_t s = s0; s < s1; ++s) {
+          const int64_t sl = slot_of[s];
+          add_rows(dq, a.dq_sn, a.dq_sd, slots + sl * NQ * Dp, Dp, std::max(r0, slot_lo[sl]), r1, D);
+        }
+      }
+    }
   }
 }
 

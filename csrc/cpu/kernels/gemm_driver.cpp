@@ -14,9 +14,11 @@
 // Threads: the C block of each (ic, pc) is split either along N (each thread packs
 // and owns its own B blocks; the default, no duplicated work) or along M (threads
 // share A panels, each packs all of B: chosen when N has too few NR panels to keep
-// the threads balanced, e.g. N = 10). Tall products (m >= 2n) instead loop B blocks
+// the threads balanced, e.g. N = 10); split along N with an A block <= L2/2 (m = 256), each
+// thread packs its own copy of it, so there are no barriers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
-// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A).
+// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A; A blocks
+// of half an L2).
 // Small batched products run one per thread.
 // Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
@@ -72,7 +74,7 @@ GemmBlocking compute_blocking() {
   // A block (mc x kc), shared, in at most a quarter of L3.
   int64_t mc = (l3 / 4) / (kc * 4);
   mc = std::clamp<int64_t>(mc / kGemmMR * kGemmMR, kGemmMR, 4096 / kGemmMR * kGemmMR);
-  return GemmBlocking{mc, kc, nc};
+  return GemmBlocking{mc, kc, nc, l2};
 }
 
 inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -87,8 +89,12 @@ inline int64_t k_blocks(int64_t k, int64_t kc) {
 // Largest multiple of `align` <= `max_block` cutting n into equal blocks: 4096 columns with
 // nc = 672 become 6 x 672 + 64 -> 7 x 608, never a thin last block that re-streams the
 // whole other operand for a sliver of work (and, along M, repacks all of B for it).
+// max_block need not be a multiple of align (mc = 4092 rows is 12-aligned, not 8-aligned for the
+// 8 x 48 tile): a block that is not whole tiles would leave a part-filled micro-panel inside C,
+// whose rows the next block computes again (with beta applied twice), so it is rounded down.
 inline int64_t balanced_block(int64_t n, int64_t max_block, int64_t align) {
   if (n <= max_block) return n;
+  max_block = std::max(align, max_block / align * align);
   const int64_t blocks = cdiv(n, max_block);
   return std::min(max_block, cdiv(cdiv(n, blocks), align) * align);
 }
@@ -367,6 +373,15 @@ bool use_shared_b(const GemmArgs& g, int nt) {
   return nt > 1 && g.m >= 2 * g.n && g.m >= 4 * kGemmMR * nt;
 }
 
+// A block rows per thread: the packed A block in half of the thread's own L2, beside the B
+// block (<= L2/2), so the microkernels read A panels from L2, not L3. 8192 x 512 x 512 on 2
+// threads (kc = 512): 512 rows (1 MiB) are ~9 % faster than 4096 (8 MiB, through L3);
+// 2 threads, same process, alternating, medians of 15.
+int64_t shared_b_mc(const GemmBlocking& blk, int64_t kc, int64_t mr) {
+  const int64_t rows = (blk.l2_bytes / 2) / (std::max<int64_t>(kc, 1) * int64_t(sizeof(float)));
+  return std::clamp<int64_t>(rows / mr * mr, 4 * mr, blk.mc);
+}
+
 template <bool BIG>
 void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, float* b_buf) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
@@ -375,13 +390,14 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
   const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);
   const int64_t nc_step = balanced_block(n, blk.nc, NR);
+  const int64_t mc_max = shared_b_mc(blk, kc_step, MR);
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
     int64_t m0, m1;
     split_range(m, nt, tid, MR, &m0, &m1);
     float* abuf = a_bufs[tid];
-    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), blk.mc, MR);
+    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), mc_max, MR);
     for (int64_t jc = 0; jc < n; jc += nc_step) {
       const int64_t ncb = std::min(nc_step, n - jc);
       for (int64_t kb = 0; kb < nk; ++kb) {
@@ -409,7 +425,8 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
 // ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
 template <bool BIG>
-void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs) {
+void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs,
+              float* const* a_private = nullptr) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
@@ -431,10 +448,15 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
   const bool split_n = nt == 1 || balance(n_units, nt) >= 0.99 * balance(m_units, nt) ||
                        balance(n_units, nt) >= 0.9;
 
+  // Private A blocks (a_private: given when the A block fits in half of L2): with the split
+  // along N each thread packs the whole A block itself and the threads never wait for each other.
+  const bool private_a = nt > 1 && a_private && split_n;
+  const bool sync = nt > 1 && !private_a;
   auto body = [&](int tid) {
     int64_t n0 = 0, n1 = n;
     if (split_n) split_range(n, nt, tid, NR, &n0, &n1);
     float* bbuf = b_bufs[tid];
+    float* const abuf = private_a ? a_private[tid] : a_buf;
     const int64_t mc_step = balanced_block(m, blk.mc, MR);
     const int64_t nc_step = balanced_block(n1 - n0, blk.nc, NR);
     for (int64_t ic = 0; ic < m; ic += mc_step) {
@@ -445,22 +467,23 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
       for (int64_t kb = 0; kb < nk; ++kb) {
         const int64_t pc = kb * kc_step;
         const int64_t kc = std::min(kc_step, k - pc);
-        // Cooperative packing of the A block: thread t packs its share of the panels.
-        int64_t p0, p1;
-        split_range(panels, nt, tid, 1, &p0, &p1);
+        // Cooperative packing of the A block: thread t packs its share of the panels (all of
+        // them into its own block when private_a).
+        int64_t p0 = 0, p1 = panels;
+        if (!private_a) split_range(panels, nt, tid, 1, &p0, &p1);
         if (kc > 0 && p1 > p0)
           (BIG ? gemm_pack_a_big : gemm_pack_a)(std::min(mc, p1 * MR) - p0 * MR, kc,
                       g.a + (ic + p0 * MR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
-                      a_buf + p0 * MR * kc);
-        if (nt > 1) {
+                      abuf + p0 * MR * kc);
+        if (sync) {
 #pragma omp barrier
         }
         for (int64_t jc = n0; jc < n1; jc += nc_step) {
           const int64_t ncb = std::min(nc_step, n1 - jc);
           if (kc > 0) (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
-          macro_kernel<BIG>(g, a_buf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
+          macro_kernel<BIG>(g, abuf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
         }
-        if (nt > 1) {
+        if (sync) {
 #pragma omp barrier  // the A block is repacked next iteration
         }
       }
@@ -487,7 +510,7 @@ GemmBlocking gemm_blocking() {
 // 48 KiB L1, clamped as compute_blocking's): k = 1024 runs in 2 blocks instead of 3 of 342,
 // one pass less over C and one packing round less. 1 thread, same process, alternating:
 // 1024^3 and 2048^3 2-5 % faster, 256 x 4096 x 1024 0-3 %; k = 768 or 1024 blocks were 5-16 %
-// slower (the B block outgrows half of L2). The tall path (gemm_shared_b) keeps gemm_blocking().
+// slower (the B block outgrows half of L2). The tall path (gemm_shared_b) uses it too.
 static GemmBlocking big_tile_blocking() {
   static const GemmBlocking blk = [] {
     GemmBlocking b = gemm_blocking();
@@ -536,22 +559,34 @@ void gemm_run(const GemmArgs& g) {
     gemm_direct(g, nt_one);
     return;
   }
+  // Single products run the big tile in gemm_shared_b or gemm_one with the same k blocks, so a
+  // tall product gives the same bits on 1 thread (gemm_one) as on 2 (gemm_shared_b).
+  const GemmBlocking big = big_tile_blocking();
+  const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
   if (g.batch == 1 && use_shared_b(g, nt_one) && !use_direct(g, k_eff)) {
     constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
     const int64_t m_t = cdiv(cdiv(g.m, nt_one), mr) * mr;  // rows per thread, at most
-    const int64_t a_floats_t = cdiv(std::min(blk.mc, m_t), mr) * mr * kc;
+    const int64_t a_floats_t = cdiv(std::min(shared_b_mc(big, kc_big, mr), m_t), mr) * mr * kc_big;
     // `a`: the shared B block; `b[t]`: thread t's A block
-    Buffers buf(cdiv(std::min(blk.nc, g.n), nr) * nr * kc, a_floats_t, nt_one);
-    gemm_shared_b<true>(g, blk, nt_one, buf.b, buf.a);
+    Buffers buf(cdiv(std::min(big.nc, g.n), nr) * nr * kc_big, a_floats_t, nt_one);
+    gemm_shared_b<true>(g, big, nt_one, buf.b, buf.a);
     return;
   }
   if (g.batch == 1) {  // the 8 x 48 tile on AVX-512 (gemm_microkernel_big: fewer loads per FMA)
-    const GemmBlocking big = big_tile_blocking();
-    const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
     const int64_t a_big = cdiv(std::min(big.mc, g.m), kGemmBigMR) * kGemmBigMR * kc_big;
     const int64_t b_big = cdiv(std::min(big.nc, g.n), kGemmBigNR) * kGemmBigNR * kc_big;
     Buffers buf(a_big, b_big, nt_one);
-    gemm_one<true>(g, big, nt_one, buf.a, buf.b);
+    // A block <= L2/2 (256 x 4096 x 1024: 256 x 512; measured at 256 x 373): each thread packs
+    // its own copy rather than meet the other at two barriers per k block. 2 threads, same process, alternating, medians
+    // of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more loaded the machine), 512 x
+    // 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged. Larger A blocks (squares)
+    // stay shared: two copies through L3 were up to 4 % slower at 4096^2.
+    if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= big.l2_bytes / 2) {
+      Buffers a_own(0, a_big, nt_one);  // the "b" slots hold each thread's A block
+      gemm_one<true>(g, big, nt_one, buf.a, buf.b, a_own.b);
+    } else {
+      gemm_one<true>(g, big, nt_one, buf.a, buf.b);
+    }
     return;
   }
   if (nt_one >= max_threads) {

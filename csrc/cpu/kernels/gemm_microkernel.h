@@ -138,6 +138,7 @@ void gemm_pack_b_big(int64_t kc, int64_t nc, const float* b, int64_t rs, int64_t
 // mc is a multiple of MR, nc of NR.
 struct GemmBlocking {
   int64_t mc, kc, nc;
+  int64_t l2_bytes;  // per-core L2 (private A blocks of gemm_shared_b are sized from it)
 };
 GemmBlocking gemm_blocking();
 
