@@ -73,3 +73,21 @@ def test_tall_bitwise_equal_1_and_2_threads(simd_level, rng, m, k, n):
     finally:
         fastnn.set_num_threads(before)
     assert np.array_equal(out[0], out[1])
+
+
+def test_tall_claims_bitwise_repeatable(rng):
+    # gemm_shared_b hands out B panels and A blocks at run time (who packs / computes what
+    # depends on timing): 12 products of 2 threads, each must equal the 1-thread product bitwise
+    # (a panel packed twice or not at all, or an A block computed twice with beta, or skipped,
+    # would show). 20000 x 64 x 64 is cut into >= 5 A blocks, several B panels (64 = 48 + 16).
+    m, k, n = 20000, 64, 64
+    a, b, c = rand(rng, m, k), rand(rng, k, n), rand(rng, m, n)
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(1)
+        want = np.asarray(gemm(a, b, beta=-0.5, c=c))
+        fastnn.set_num_threads(2)
+        for _ in range(12):
+            assert np.array_equal(np.asarray(gemm(a, b, beta=-0.5, c=c)), want)
+    finally:
+        fastnn.set_num_threads(before)

@@ -17,8 +17,8 @@
 // the threads balanced, e.g. N = 10); split along N with an A block <= L2/2 (m = 256), each
 // thread packs its own copy of it, so there are no barriers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
-// own A blocks (gemm_shared_b: B packed once, one barrier per B block, no shared A; A blocks
-// of half an L2).
+// own A blocks (gemm_shared_b: B packed once, B panels and A blocks of half an L2 claimed at run
+// time, a barrier only between B blocks).
 // Small batched products run one per thread.
 // Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
@@ -363,23 +363,39 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
   }
 }
 
-// Tall products (m >= 2n) on several threads: the threads split M and share each packed B
-// block (each packs its share of the NR panels, then a barrier), and pack their own A
-// blocks. B is packed once in all, a thread never waits for the other's A packing, and
-// with a single B block (n <= nc, k <= 4/3 kc: e.g. 8192 x 512 x 512) the threads meet
-// at one barrier only, so a preempted thread does not stall the other at every block.
-// `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] ceil(min(mc, m_t)/MR)*MR*kc.
+// Tall products (m >= 2n) on several threads: the threads share each packed B block and
+// pack their own A blocks. B is packed once in all; a thread never waits for the other's A
+// packing. Both are claimed at run time, so a thread that starts late (a parked OpenMP worker
+// woken after a peer's call, a core busy with another process) neither holds the other at a
+// barrier nor leaves it idle at the end:
+//  * B panels of the current block are claimed one at a time (an atomic counter); a thread
+//    that finds none left waits only until the claimed ones are packed, not for the other
+//    thread to arrive. On a quiet machine each thread packs about half of them.
+//  * A blocks (gemm rows, mc_step each) start as one contiguous share per thread; a thread
+//    works through its own from the front, then steals from the back of the others'
+//    (detail::StealRange). Every C tile is computed the same way whichever thread takes it:
+//    the result is bitwise that of 1 thread.
+// With one B block (n <= nc, k <= 4/3 kc: e.g. 8192 x 512 x 512) the threads never meet at a
+// barrier; with several, a barrier before each repack of the shared block.
+// `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] shared_b_rows(...)*kc.
 bool use_shared_b(const GemmArgs& g, int nt) {
   return nt > 1 && g.m >= 2 * g.n && g.m >= 4 * kGemmMR * nt;
 }
 
-// A block rows per thread: the packed A block in half of the thread's own L2, beside the B
-// block (<= L2/2), so the microkernels read A panels from L2, not L3. 8192 x 512 x 512 on 2
-// threads (kc = 512): 512 rows (1 MiB) are ~9 % faster than 4096 (8 MiB, through L3);
-// 2 threads, same process, alternating, medians of 15.
-int64_t shared_b_mc(const GemmBlocking& blk, int64_t kc, int64_t mr) {
-  const int64_t rows = (blk.l2_bytes / 2) / (std::max<int64_t>(kc, 1) * int64_t(sizeof(float)));
-  return std::clamp<int64_t>(rows / mr * mr, 4 * mr, blk.mc);
+// A block rows: the packed A block in half of the thread's own L2, beside the B block
+// (<= L2/2), so the microkernels read A panels from L2, not L3. 8192 x 512 x 512 on 2 threads
+// (kc = 512): 512 rows (1 MiB) are ~9 % faster than 4096 (8 MiB, through L3); 2 threads,
+// same process, alternating, medians of 15. At least one block per thread.
+int64_t shared_b_rows(const GemmBlocking& blk, int64_t m, int64_t kc, int64_t mr, int nt) {
+  const int64_t fit = (blk.l2_bytes / 2) / (std::max<int64_t>(kc, 1) * int64_t(sizeof(float)));
+  const int64_t cap = std::clamp<int64_t>(fit / mr * mr, 4 * mr, blk.mc);
+  return balanced_block(m, std::min(cap, cdiv(cdiv(m, nt), mr) * mr), mr);
+}
+
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
 }
 
 template <bool BIG>
@@ -390,33 +406,48 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
   const int64_t nk = k_blocks(k, blk.kc);
   const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);
   const int64_t nc_step = balanced_block(n, blk.nc, NR);
-  const int64_t mc_max = shared_b_mc(blk, kc_step, MR);
+  const int64_t mc_step = shared_b_rows(blk, m, kc_step, MR, nt);
+  const int64_t a_blocks = cdiv(m, mc_step);
+  const int64_t steps = cdiv(n, nc_step) * nk;  // (B block, k block) pairs, jc outer
+  // Per step: the B panel claim and done counters, and each thread's share of A blocks.
+  struct alignas(64) PanelCounters {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  std::unique_ptr<PanelCounters[]> panels(new PanelCounters[steps]);
+  std::unique_ptr<detail::StealRange[]> shares(new detail::StealRange[steps * nt]);
+  for (int64_t s = 0; s < steps; ++s)
+    for (int t = 0; t < nt; ++t)
+      shares[s * nt + t].init(static_cast<uint32_t>(a_blocks * t / nt), static_cast<uint32_t>(a_blocks * (t + 1) / nt));
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
-    int64_t m0, m1;
-    split_range(m, nt, tid, MR, &m0, &m1);
     float* abuf = a_bufs[tid];
-    const int64_t mc_step = balanced_block(std::max<int64_t>(m1 - m0, 1), mc_max, MR);
-    for (int64_t jc = 0; jc < n; jc += nc_step) {
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t jc = s / nk * nc_step, kb = s % nk;
       const int64_t ncb = std::min(nc_step, n - jc);
-      for (int64_t kb = 0; kb < nk; ++kb) {
-        const int64_t pc = kb * kc_step;
-        const int64_t kc = std::min(kc_step, k - pc);
-        int64_t q0, q1;
-        split_range(cdiv(ncb, NR), nt, tid, 1, &q0, &q1);
-        const int64_t c0 = q0 * NR, c1 = std::min(ncb, q1 * NR);
-        if (kc > 0 && c1 > c0)
-          (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, c1 - c0, g.b + pc * g.b_rs + (jc + c0) * g.b_cs, g.b_rs, g.b_cs, b_buf + c0 * kc);
-#pragma omp barrier
-        for (int64_t ic = m0; ic < m1; ic += mc_step) {
-          const int64_t mc = std::min(mc_step, m1 - ic);
+      const int64_t pc = kb * kc_step;
+      const int64_t kc = std::min(kc_step, k - pc);
+      const int64_t n_panels = cdiv(ncb, NR);
+      PanelCounters& pk = panels[s];
+      for (int64_t q; (q = pk.next.fetch_add(1, std::memory_order_relaxed)) < n_panels;) {
+        const int64_t c0 = q * NR;
+        if (kc > 0)
+          (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, std::min(NR, ncb - c0), g.b + pc * g.b_rs + (jc + c0) * g.b_cs,
+                                                g.b_rs, g.b_cs, b_buf + c0 * kc);
+        pk.done.fetch_add(1, std::memory_order_release);
+      }
+      while (pk.done.load(std::memory_order_acquire) < n_panels) spin_pause();
+      for (int v = 0; v < nt; ++v) {
+        detail::StealRange& share = shares[s * nt + (tid + v) % nt];
+        for (int64_t ab; (ab = share.take(v == 0)) >= 0;) {
+          const int64_t ic = ab * mc_step;
+          const int64_t mc = std::min(mc_step, m - ic);
           if (kc > 0) (BIG ? gemm_pack_a_big : gemm_pack_a)(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, abuf);
           macro_kernel<BIG>(g, abuf, b_buf, ic, 0, cdiv(mc, MR), jc, ncb, kc, kb == 0, kb == nk - 1);
         }
-        if (jc + ncb < n || kb + 1 < nk) {
-#pragma omp barrier  // the B block is repacked next iteration
-        }
+      }
+      if (s + 1 < steps) {
+#pragma omp barrier  // the B block is repacked next step
       }
     }
   }
@@ -565,8 +596,7 @@ void gemm_run(const GemmArgs& g) {
   const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
   if (g.batch == 1 && use_shared_b(g, nt_one) && !use_direct(g, k_eff)) {
     constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
-    const int64_t m_t = cdiv(cdiv(g.m, nt_one), mr) * mr;  // rows per thread, at most
-    const int64_t a_floats_t = cdiv(std::min(shared_b_mc(big, kc_big, mr), m_t), mr) * mr * kc_big;
+    const int64_t a_floats_t = cdiv(shared_b_rows(big, g.m, kc_big, mr, nt_one), mr) * mr * kc_big;
     // `a`: the shared B block; `b[t]`: thread t's A block
     Buffers buf(cdiv(std::min(big.nc, g.n), nr) * nr * kc_big, a_floats_t, nt_one);
     gemm_shared_b<true>(g, big, nt_one, buf.b, buf.a);
@@ -577,10 +607,10 @@ void gemm_run(const GemmArgs& g) {
     const int64_t b_big = cdiv(std::min(big.nc, g.n), kGemmBigNR) * kGemmBigNR * kc_big;
     Buffers buf(a_big, b_big, nt_one);
     // A block <= L2/2 (256 x 4096 x 1024: 256 x 512; measured at 256 x 373): each thread packs
-    // its own copy rather than meet the other at two barriers per k block. 2 threads, same process, alternating, medians
-    // of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more loaded the machine), 512 x
-    // 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged. Larger A blocks (squares)
-    // stay shared: two copies through L3 were up to 4 % slower at 4096^2.
+    // its own copy rather than meet the other at two barriers per k block. 2 threads, same
+    // process, alternating, medians of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more
+    // loaded the machine), 512 x 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged.
+    // Larger A blocks (squares) stay shared: two copies through L3 were up to 4 % slower at 4096^2.
     if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= big.l2_bytes / 2) {
       Buffers a_own(0, a_big, nt_one);  // the "b" slots hold each thread's A block
       gemm_one<true>(g, big, nt_one, buf.a, buf.b, a_own.b);
