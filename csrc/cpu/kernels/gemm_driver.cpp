@@ -542,6 +542,9 @@ GemmBlocking gemm_blocking() {
 // one pass less over C and one packing round less. 1 thread, same process, alternating:
 // 1024^3 and 2048^3 2-5 % faster, 256 x 4096 x 1024 0-3 %; k = 768 or 1024 blocks were 5-16 %
 // slower (the B block outgrows half of L2). The tall path (gemm_shared_b) uses it too.
+// 1024^3 on 2 threads with these blocks (session 8, same process, alternating, loaded VM): a
+// second A buffer that drops the barrier after each k block: within 0.3 %; private A blocks
+// (each thread packs all of A): 1-3 % slower. The barriers are not what 1024^3 loses to MKL.
 static GemmBlocking big_tile_blocking() {
   static const GemmBlocking blk = [] {
     GemmBlocking b = gemm_blocking();
