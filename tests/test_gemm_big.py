@@ -21,7 +21,7 @@ SHAPES = [  # (m, k, n)
     (97, 1100, 101),   # k > 1024: packed; n = 2*48 + 5 (one-vector edge panel), m = 12*8 + 1
     (203, 257, 250),   # n = 5*48 + 10, m % 8 = 3
     (150, 900, 1400),  # n = 29*48 + 8, several k and nc blocks
-    (255, 520, 520),   # k just past 4/3 kc when kc = 384: two k blocks; n % 48 = 40 (three vectors)
+    (255, 520, 520),   # k just past 4/3 of 384 (one k block at the big tile's kc = 512); n % 48 = 40
     (64, 1030, 80),    # n % 48 = 32 (two vectors exactly), whole A panels
     (33, 2000, 47),    # n < 48 (one partial panel of three vectors), k = 2000 (several k blocks)
     (1, 1500, 600),    # a single row

@@ -24,6 +24,12 @@ SHAPES = [  # (m, k, n): > 256K multiply-adds (2 threads), tiles of every edge k
 ]
 
 
+def operands(rng, m, k, n, trans_a, trans_b):
+    a = rand(rng, k, m) if trans_a else rand(rng, m, k)
+    b = rand(rng, n, k) if trans_b else rand(rng, k, n)
+    return a, b, rand(rng, n), rand(rng, m, n)
+
+
 def products(a, b, trans_a, trans_b, bias, c):
     return [np.asarray(gemm(a, b, trans_a=trans_a, trans_b=trans_b)),
             np.asarray(gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=0.5, beta=-1.0, c=c, bias=bias,
@@ -33,9 +39,7 @@ def products(a, b, trans_a, trans_b, bias, c):
 @pytest.mark.parametrize("m, k, n", SHAPES)
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
 def test_threads_same_bits(simd_level, rng, m, k, n, trans_a, trans_b):
-    a = rand(rng, k, m) if trans_a else rand(rng, m, k)
-    b = rand(rng, n, k) if trans_b else rand(rng, k, n)
-    bias, c = rand(rng, n), rand(rng, m, n)
+    a, b, bias, c = operands(rng, m, k, n, trans_a, trans_b)
     before = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(1)
@@ -78,3 +82,49 @@ def test_many_calls_two_threads(simd_level, rng):
     finally:
         fastnn.set_num_threads(before)
     check_close(want, *gemm_ref(a, w, trans_b=True))
+
+
+@pytest.fixture
+def busy_panel_claims():
+    """Sets fastnn's testing knob (config.h: gemm_busy_panel_claims) and restores it."""
+    before = fastnn._C._get_gemm_busy_panel_claims()
+
+    def set_claims(n):
+        fastnn._C._set_gemm_busy_panel_claims(n)
+
+    yield set_claims
+    fastnn._C._set_gemm_busy_panel_claims(before)
+
+
+# Shapes with shared packed B panels: a transposed B packs every panel (97 columns: 3 full
+# panels + a 1-column edge; 257: 8 + 1), a row-major B only its edge panel (33 = 32 + 1).
+PRIVATE_COPY_CASES = [(65, 129, 97, False, True), (65, 129, 97, True, True), (127, 65, 33, False, False),
+                      (127, 65, 33, True, False), (17, 513, 257, False, True), (33, 300, 70, True, True)]
+
+
+@pytest.mark.parametrize("m, k, n, trans_a, trans_b", PRIVATE_COPY_CASES)
+@pytest.mark.parametrize("claims", [1, 3, 10**6])
+def test_private_panel_copies(rng, threads, busy_panel_claims, m, k, n, trans_a, trans_b, claims):
+    # The first `claims` claims of each thread find their panel "being packed" and pack a private
+    # copy (1: one private panel, then the shared ones; 3: the private copy reused and repacked
+    # for another panel when A is packed and tiles run along a row; all: no panel shared). Every
+    # mix of private and shared copies must give the bits of the plain 1-thread product.
+    a, b, bias, c = operands(rng, m, k, n, trans_a, trans_b)
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(1)
+        busy_panel_claims(0)
+        want = products(a, b, trans_a, trans_b, bias, c)
+        fastnn.set_num_threads(threads)
+        busy_panel_claims(claims)
+        for _ in range(2):
+            for x, y in zip(want, products(a, b, trans_a, trans_b, bias, c)):
+                np.testing.assert_array_equal(x, y)
+    finally:
+        fastnn.set_num_threads(before)
+    check_close(want[0], *gemm_ref(a, b, trans_a, trans_b))
+
+
+def test_busy_panel_claims_knob_rejects_negative(busy_panel_claims):
+    with pytest.raises(ValueError, match="expected an integer >= 0, got -1"):
+        busy_panel_claims(-1)

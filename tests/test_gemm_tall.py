@@ -29,7 +29,7 @@ def run(rng, m, k, n, trans_a=False, trans_b=False, **kw):
     check_close(got, ref, tol, kw.get("activation"))
 
 
-# (3001, 1030, 100): k = 3 blocks of 344 (kc = 384), so an A block is at most 1 MiB / 1376 B = 760
+# (3001, 1030, 100): k = 3 blocks of 344 (kc = 512), so an A block is at most 1 MiB / 1376 B = 760
 # rows with a 2 MiB L2 (fewer with a smaller one): each thread's ~1500 rows are >= 2 A blocks,
 # the last panel of the last block has 1 row (3001 = 375 * 8 + 1). n = 2 * 48 + 4.
 # (2311, 520, 700): one k block of 520 (<= 4/3 kc), 2 B blocks (nc = 672), m % 8 = 7.
@@ -47,15 +47,15 @@ def test_a_block_not_whole_tiles(simd_level, threads, rng):
     # tile; L3 >= ~6 MiB), 8180 rows were cut into A blocks of 4092 on 1 thread: the block's
     # last micro-panel (4 rows) computed 8 rows, and the next block recomputed rows 4092..4095
     # with beta * C applied twice. balanced_block now rounds mc down to whole tiles.
-    # k = 600 is two k blocks (kc = 384), so 1 thread takes gemm_one; k = 64 is one B block,
-    # which 1 thread runs through gemm_shared_b.
+    # k = 700 is two k blocks (kc = 512 for the big tile, one block up to 4/3 kc), so 1 thread
+    # takes gemm_one; k = 64 is one B block, which 1 thread runs through gemm_shared_b.
     m, k, n = 8180, 64, 64
     c = rand(rng, m, n)
     run(rng, m, k, n, beta=0.5, c=c)
-    run(rng, m, 600, n, alpha=1.5, beta=-1.0, c=c, bias=rand(rng, n), activation="relu")
+    run(rng, m, 700, n, alpha=1.5, beta=-1.0, c=c, bias=rand(rng, n), activation="relu")
 
 
-# (203, 2100, 470): private A blocks -- 6 k blocks of 350 (a 203 x 350 A block), n = 10 panels of
+# (203, 2100, 470): private A blocks -- 5 k blocks of 420 (a 203 x 420 A block), n = 10 panels of
 # 48 (the last 38 wide) split 5 + 5 between the threads, m % 8 = 3.
 # (64, 1030, 2000): 3 k blocks, 2 B blocks (nc = 672) per thread with ragged edges.
 @pytest.mark.parametrize("m, k, n", [(203, 2100, 470), (64, 1030, 2000)])

@@ -49,6 +49,10 @@ PYBIND11_MODULE(_C, m) {
     set_simd_level(l);
   }, py::arg("level"));
 
+  // Testing aid (fastnn/config.h): forces gemm_direct_tiles' private B-panel copies.
+  m.def("_get_gemm_busy_panel_claims", &gemm_busy_panel_claims);
+  m.def("_set_gemm_busy_panel_claims", [](int n) { set_gemm_busy_panel_claims(n); }, py::arg("n"));
+
   py::dict build;
   build["version"] = FASTNN_VERSION;
   build["mode"] = FASTNN_BUILD_MODE_STR;

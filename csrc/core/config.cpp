@@ -74,6 +74,20 @@ void set_simd_level(SimdLevel level) {
   level_setting().store(static_cast<int>(level), std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<int>& busy_claims_setting() {
+  static std::atomic<int> n{0};
+  return n;
+}
+}  // namespace
+
+int gemm_busy_panel_claims() { return busy_claims_setting().load(std::memory_order_relaxed); }
+
+void set_gemm_busy_panel_claims(int n) {
+  FASTNN_CHECK(n >= 0, ValueError, "set_gemm_busy_panel_claims: argument 'n': expected an integer >= 0, got ", n);
+  busy_claims_setting().store(n, std::memory_order_relaxed);
+}
+
 const char* simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::avx512: return "avx512";

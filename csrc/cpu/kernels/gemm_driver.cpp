@@ -220,7 +220,8 @@ void gemm_narrow_transposed(const GemmArgs& g, int nt) {
 // B panels not read in place are packed once into a shared buffer by the first thread to
 // need them (a thread steals from the back, so the two rarely meet on a panel). One that finds
 // its panel being packed by the other thread waits a few microseconds, then packs a private copy
-// rather than spin on a thread that may not be running.
+// rather than spin on a thread that may not be running (config.h's gemm_busy_panel_claims makes
+// a thread's first claims take that path, for the tests).
 void gemm_direct_tiles(const GemmArgs& g, int nt) {
   const int64_t m = g.m, n = g.n, k = g.k;
   const int64_t n_panels = cdiv(n, kGemmNR), m_panels = cdiv(m, kGemmMR);
@@ -247,7 +248,9 @@ void gemm_direct_tiles(const GemmArgs& g, int nt) {
   nt = std::min(nt, 64);           // gemm_run's limit already
   for (int t = 0; t < nt; ++t)
     shares[t].init(static_cast<uint32_t>(tiles * t / nt), static_cast<uint32_t>(tiles * (t + 1) / nt));
+  const int busy_claims_per_thread = gemm_busy_panel_claims();
   auto body = [&](int tid) {
+    int busy_claims = busy_claims_per_thread;
     alignas(64) float b_narrow[16 * kDirectMaxK];
     if (narrow) pack_b_narrow(k, n, g.b, g.b_rs, g.b_cs, b_narrow);
     float* own = nullptr;  // this thread's private copy of panel own_q, if it ever needs one
@@ -275,13 +278,16 @@ void gemm_direct_tiles(const GemmArgs& g, int nt) {
           const int64_t q = jr - n_direct;
           bp = packed + q * kGemmNR * k, bld = kGemmNR;
           int st = state[q].load(std::memory_order_acquire);
-          if (st == 0 && state[q].compare_exchange_strong(st, 1, std::memory_order_relaxed)) {
+          const bool forced_busy = st != 2 && busy_claims > 0;  // testing aid (config.h)
+          if (forced_busy) --busy_claims;
+          if (!forced_busy && st == 0 && state[q].compare_exchange_strong(st, 1, std::memory_order_relaxed)) {
             pack_panel(q, packed + q * kGemmNR * k);
             state[q].store(2, std::memory_order_release);
           } else if (st != 2) {
             // Packing a 128-row panel takes ~1 us; 256 pauses are a few microseconds.
-            for (int spins = 0; spins < 256 && state[q].load(std::memory_order_acquire) != 2; ++spins) _mm_pause();
-            if (state[q].load(std::memory_order_acquire) != 2) {
+            for (int spins = 0; !forced_busy && spins < 256 && state[q].load(std::memory_order_acquire) != 2; ++spins)
+              _mm_pause();
+            if (forced_busy || state[q].load(std::memory_order_acquire) != 2) {
               if (!own) own = static_cast<float*>(cpu_allocator::allocate(kGemmNR * k * sizeof(float)));
               if (own_q != q) pack_panel(q, own), own_q = q;
               bp = own;
@@ -535,6 +541,24 @@ GemmBlocking gemm_blocking() {
   return blk;
 }
 
+// Blocking of the single products on the big tile (gemm_one<true>): the 8-row A micro-panel
+// is 2/3 of the 12-row one, so the same share of L1 holds a k block 1.5x deeper (512 on a
+// 48 KiB L1, clamped as compute_blocking's): k = 1024 runs in 2 blocks instead of 3 of 342,
+// one pass less over C and one packing round less. 1 thread, same process, alternating:
+// 1024^3 and 2048^3 2-5 % faster, 256 x 4096 x 1024 0-3 %; k = 768 or 1024 blocks were 5-16 %
+// slower (the B block outgrows half of L2). The tall path (gemm_shared_b) uses it too.
+static GemmBlocking big_tile_blocking() {
+  static const GemmBlocking blk = [] {
+    GemmBlocking b = gemm_blocking();
+    if (kGemmHasBig) {
+      const int64_t l1 = cache_size(_SC_LEVEL1_DCACHE_SIZE, 32 << 10);
+      b.kc = std::clamp<int64_t>((l1 * 3 / 8) / (kGemmBigMR * 4) / 8 * 8, 128, 512);
+    }
+    return b;
+  }();
+  return blk;
+}
+
 float gemm_activation_scalar(Activation act, float v) {
   switch (act) {
     case Activation::relu: return v < 0.0f ? 0.0f : v;
@@ -571,28 +595,32 @@ void gemm_run(const GemmArgs& g) {
     gemm_direct(g, nt_one);
     return;
   }
-  if (g.batch == 1 && use_shared_b(g, nt_one, blk, k_eff) && !use_direct(g, k_eff)) {
+  // Single products run the big tile in gemm_shared_b or gemm_one with the same k blocks, so a
+  // tall product gives the same bits on 1 thread (gemm_one) as on 2 (gemm_shared_b).
+  const GemmBlocking big = big_tile_blocking();
+  const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
+  if (g.batch == 1 && use_shared_b(g, nt_one, big, k_eff) && !use_direct(g, k_eff)) {
     constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
-    const int64_t a_floats_t = cdiv(shared_b_rows(blk, g.m, kc, mr, nt_one), mr) * mr * kc;
+    const int64_t a_floats_t = cdiv(shared_b_rows(big, g.m, kc_big, mr, nt_one), mr) * mr * kc_big;
     // `a`: the shared B block; `b[t]`: thread t's A block
-    Buffers buf(cdiv(std::min(blk.nc, g.n), nr) * nr * kc, a_floats_t, nt_one);
-    gemm_shared_b<true>(g, blk, nt_one, buf.b, buf.a);
+    Buffers buf(cdiv(std::min(big.nc, g.n), nr) * nr * kc_big, a_floats_t, nt_one);
+    gemm_shared_b<true>(g, big, nt_one, buf.b, buf.a);
     return;
   }
   if (g.batch == 1) {  // the 8 x 48 tile on AVX-512 (gemm_microkernel_big: fewer loads per FMA)
-    const int64_t a_big = cdiv(std::min(blk.mc, g.m), kGemmBigMR) * kGemmBigMR * kc;
-    const int64_t b_big = cdiv(std::min(blk.nc, g.n), kGemmBigNR) * kGemmBigNR * kc;
+    const int64_t a_big = cdiv(std::min(big.mc, g.m), kGemmBigMR) * kGemmBigMR * kc_big;
+    const int64_t b_big = cdiv(std::min(big.nc, g.n), kGemmBigNR) * kGemmBigNR * kc_big;
     Buffers buf(a_big, b_big, nt_one);
-    // A block <= L2/2 (256 x 4096 x 1024: 256 x 373): each thread packs its own copy rather than
-    // meet the other at two barriers per k block. 2 threads, same process, alternating, medians
-    // of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more loaded the machine), 512 x
-    // 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged. Larger A blocks (squares)
-    // stay shared: two copies through L3 were up to 4 % slower at 4096^2.
-    if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= blk.l2_bytes / 2) {
+    // A block <= L2/2 (256 x 4096 x 1024: 256 x 512; measured at 256 x 373): each thread packs
+    // its own copy rather than meet the other at two barriers per k block. 2 threads, same
+    // process, alternating, medians of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more
+    // loaded the machine), 512 x 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged.
+    // Larger A blocks (squares) stay shared: two copies through L3 were up to 4 % slower at 4096^2.
+    if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= big.l2_bytes / 2) {
       Buffers a_own(0, a_big, nt_one);  // the "b" slots hold each thread's A block
-      gemm_one<true>(g, blk, nt_one, buf.a, buf.b, a_own.b);
+      gemm_one<true>(g, big, nt_one, buf.a, buf.b, a_own.b);
     } else {
-      gemm_one<true>(g, blk, nt_one, buf.a, buf.b);
+      gemm_one<true>(g, big, nt_one, buf.a, buf.b);
     }
     return;
   }

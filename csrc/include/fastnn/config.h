@@ -18,4 +18,11 @@ const char* simd_level_name(SimdLevel level);
 // Parses "generic" | "avx2" | "avx512"; returns false on anything else.
 bool parse_simd_level(const char* text, SimdLevel* out);
 
+// Testing aid (0, off, by default): in GEMM's small-product path (gemm_direct_tiles), the first
+// `n` claims each thread makes on a shared B panel that is not yet packed see it as being packed
+// by another thread, so that thread takes the private-copy fallback that otherwise runs only
+// when two threads race for a panel. Read once per GEMM call.
+int gemm_busy_panel_claims();
+void set_gemm_busy_panel_claims(int n);  // n >= 0, else fastnn::ValueError
+
 }  // namespace fastnn
