@@ -1,7 +1,7 @@
 """Tall single products (m >= 2n, past the unpacked small-problem path) through the blocked loops
 of gemm_driver.cpp: on 2 threads gemm_shared_b (B packed once by both threads, each thread runs
-its own rows in A blocks sized to half of its L2: shared_b_mc), on 1 thread gemm_one (A blocks of
-mc rows from L3). Shapes put several A blocks in each thread's rows, with ragged MR edges, several
+its own rows in A blocks sized to half of its L2: shared_b_rows; on 1 thread as well when B is one
+block, e.g. 8192 x 512 x 512), else on 1 thread gemm_one (A blocks of mc rows from L3). Shapes put several A blocks in each thread's rows, with ragged MR edges, several
 k blocks (beta on the first, bias and activation on the last) and several B blocks. Checked
 against float64 NumPy with test_gemm's bound (check_close), at every SIMD level and with 1 and 2
 threads. Also products split along N whose A block fits in half of L2 (m = 256 x k = 4096 x n =
@@ -29,11 +29,13 @@ def run(rng, m, k, n, trans_a=False, trans_b=False, **kw):
     check_close(got, ref, tol, kw.get("activation"))
 
 
-# (3001, 1030, 100): k = 3 blocks of 344 (kc = 384), so an A block is at most 1 MiB / 1376 B = 760
+# (3001, 1030, 100): k = 3 blocks of 344 (kc = 512), so an A block is at most 1 MiB / 1376 B = 760
 # rows with a 2 MiB L2 (fewer with a smaller one): each thread's ~1500 rows are >= 2 A blocks,
 # the last panel of the last block has 1 row (3001 = 375 * 8 + 1). n = 2 * 48 + 4.
 # (2311, 520, 700): one k block of 520 (<= 4/3 kc), 2 B blocks (nc = 672), m % 8 = 7.
-@pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (2311, 520, 700)])
+# (4001, 500, 150): one B block (one k block, n <= nc), so gemm_shared_b on 1 thread too: A blocks
+# of 520 rows (1 MiB / 2000 B), 8 of them, the last one ragged; n = 3 * 48 + 6.
+@pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (2311, 520, 700), (4001, 500, 150)])
 def test_tall_several_a_blocks(simd_level, threads, rng, m, k, n):
     c, bias = rand(rng, m, n), rand(rng, n)
     run(rng, m, k, n, alpha=-0.75, beta=1.5, c=c, bias=bias, activation="gelu_tanh")
@@ -45,13 +47,15 @@ def test_a_block_not_whole_tiles(simd_level, threads, rng):
     # tile; L3 >= ~6 MiB), 8180 rows were cut into A blocks of 4092 on 1 thread: the block's
     # last micro-panel (4 rows) computed 8 rows, and the next block recomputed rows 4092..4095
     # with beta * C applied twice. balanced_block now rounds mc down to whole tiles.
+    # k = 700 is two k blocks (kc = 512 for the big tile, one block up to 4/3 kc), so 1 thread
+    # takes gemm_one; k = 64 is one B block, which 1 thread runs through gemm_shared_b.
     m, k, n = 8180, 64, 64
     c = rand(rng, m, n)
     run(rng, m, k, n, beta=0.5, c=c)
-    run(rng, m, 600, n, alpha=1.5, beta=-1.0, c=c, bias=rand(rng, n), activation="relu")
+    run(rng, m, 700, n, alpha=1.5, beta=-1.0, c=c, bias=rand(rng, n), activation="relu")
 
 
-# (203, 2100, 470): private A blocks -- 6 k blocks of 350 (a 203 x 350 A block), n = 10 panels of
+# (203, 2100, 470): private A blocks -- 5 k blocks of 420 (a 203 x 420 A block), n = 10 panels of
 # 48 (the last 38 wide) split 5 + 5 between the threads, m % 8 = 3.
 # (64, 1030, 2000): 3 k blocks, 2 B blocks (nc = 672) per thread with ragged edges.
 @pytest.mark.parametrize("m, k, n", [(203, 2100, 470), (64, 1030, 2000)])

@@ -18,7 +18,7 @@
 // thread packs its own copy of it, so there are no barriers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
 // own A blocks (gemm_shared_b: B packed once, B panels and A blocks of half an L2 claimed at run
-// time, a barrier only between B blocks).
+// time, a barrier only between B blocks; on 1 thread too when B is a single block).
 // Small batched products run one per thread.
 // Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
@@ -363,7 +363,7 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
   }
 }
 
-// Tall products (m >= 2n) on several threads: the threads share each packed B block and
+// Tall products (m >= 2n) on several threads (or one, below): the threads share each packed B block and
 // pack their own A blocks. B is packed once in all; a thread never waits for the other's A
 // packing. Both are claimed at run time, so a thread that starts late (a parked OpenMP worker
 // woken after a peer's call, a core busy with another process) neither holds the other at a
@@ -378,8 +378,13 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
 // With one B block (n <= nc, k <= 4/3 kc: e.g. 8192 x 512 x 512) the threads never meet at a
 // barrier; with several, a barrier before each repack of the shared block.
 // `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] shared_b_rows(...)*kc.
-bool use_shared_b(const GemmArgs& g, int nt) {
-  return nt > 1 && g.m >= 2 * g.n && g.m >= 4 * kGemmMR * nt;
+// On 1 thread too when B is a single block (n <= nc, one k block): B is packed once and the
+// A blocks stay in L2, where gemm_one repacks B for every A block of L3 size. 1 thread, same
+// process, alternating, medians of 15: 8192 x 512 x 512 7 % and 16384 x 256 x 256 4 % faster;
+// with several B blocks (4096 x 1024 x 1024) the C passes per B block made it 4 % slower.
+bool use_shared_b(const GemmArgs& g, int nt, const GemmBlocking& blk, int64_t k) {
+  if (g.m < 2 * g.n || g.m < 4 * kGemmMR * nt) return false;
+  return nt > 1 || (g.n <= blk.nc && k_blocks(k, blk.kc) == 1);
 }
 
 // A block rows: the packed A block in half of the thread's own L2, beside the B block
@@ -597,7 +602,7 @@ void gemm_run(const GemmArgs& g) {
   // tall product gives the same bits on 1 thread (gemm_one) as on 2 (gemm_shared_b).
   const GemmBlocking big = big_tile_blocking();
   const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
-  if (g.batch == 1 && use_shared_b(g, nt_one) && !use_direct(g, k_eff)) {
+  if (g.batch == 1 && use_shared_b(g, nt_one, big, k_eff) && !use_direct(g, k_eff)) {
     constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
     const int64_t a_floats_t = cdiv(shared_b_rows(big, g.m, kc_big, mr, nt_one), mr) * mr * kc_big;
     // `a`: the shared B block; `b[t]`: thread t's A block
