@@ -34,6 +34,7 @@
 // vectors run along m and use all 16 lanes (gemm_narrow_transposed).
 // Bound: compute (FMA) for all dims >~ 100; packing is O(mk + kn) per O(mnk) work.
 #include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -458,11 +459,122 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
   }
 }
 
+// Column panels of one C block cut into units claimed at run time (gemm_one_claimed): guided
+// sizes, each unit about 1/(2 nt) of the panels not yet given out and at most `max_panels` (a B
+// block of nc columns), so the first units are large (few passes over the A block) and the
+// last ones single panels (the threads finish within a panel of each other). 22 panels on 2
+// threads: 6 4 3 3 2 1 1 1 1. Returns the number of units; starts[u] is unit u's first panel,
+// starts[units] == panels.
+inline int64_t column_units(int64_t panels, int nt, int64_t max_panels, int64_t* starts) {
+  int64_t u = 0;
+  for (int64_t p = 0; p < panels; ++u) {
+    starts[u] = p;
+    p += std::clamp<int64_t>(cdiv(panels - p, 2 * int64_t(nt)), 1, std::max<int64_t>(1, max_panels));
+  }
+  starts[u] = panels;
+  return u;
+}
+
+// Waits for `ready()` (another thread's progress): spins briefly, then yields the core, which
+// the awaited thread may need when the cores are oversubscribed.
+template <typename Ready>
+inline void wait_for(Ready&& ready) {
+  for (int spins = 0; !ready(); ++spins) {
+    if (spins < 4096)
+      spin_pause();
+    else
+      sched_yield();
+  }
+}
+
+// gemm_one on several threads with the C block split along N: the steps (A block ic, k block
+// kb) run in order, and within a step the column units (column_units) are claimed one at a time
+// from an atomic counter, so a thread that starts late or is descheduled for a while (this VM's
+// vCPUs) leaves its work to the other instead of holding it at the end; there are no barriers:
+//  * shared A (a_bufs[0], a_bufs[1]: the A blocks of even and odd steps): its micro-panels are
+//    packed in chunks claimed at run time; a thread waits only until every chunk of the step is
+//    packed, and before repacking a buffer, until every unit of the step two back is done.
+//  * private A (a_bufs[t], each thread's own, given when the block fits half of L2): a thread
+//    packs the whole block when it takes its first unit of a step, and never waits for that.
+// A unit of a later k block of the same rows waits until the same columns' previous k block is
+// done (k blocks accumulate in C in order). Every C tile is computed with the same k blocks in the
+// same order whichever thread takes it: the result is bitwise that of gemm_one on 1 thread.
+template <bool BIG>
+void gemm_one_claimed(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, bool private_a,
+                      float* const* b_bufs) {
+  constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
+  const int64_t m = g.m, n = g.n;
+  const int64_t k = g.alpha == 0.0f ? 0 : g.k;
+  const int64_t nk = k_blocks(k, blk.kc);
+  const int64_t kc_step = k == 0 ? 0 : cdiv(k, nk);
+  const int64_t mc_step = balanced_block(m, blk.mc, MR);
+  const int64_t steps = cdiv(m, mc_step) * nk;
+  const int64_t panels = cdiv(n, NR);
+  std::unique_ptr<int64_t[]> starts(new int64_t[panels + 1]);
+  const int64_t units = column_units(panels, nt, std::max<int64_t>(1, blk.nc / NR), starts.get());
+  constexpr int64_t kChunkPanels = 16;  // A micro-panels per packing claim (128-192 rows)
+  struct alignas(64) StepCounters {
+    std::atomic<int64_t> next_unit{0}, units_done{0}, next_chunk{0}, chunks_done{0};
+  };
+  struct alignas(64) UnitProgress {
+    std::atomic<int64_t> steps_done{0};  // the unit's columns are done up to this step (exclusive)
+  };
+  std::unique_ptr<StepCounters[]> step_ctr(new StepCounters[steps]);
+  std::unique_ptr<UnitProgress[]> unit_ctr(new UnitProgress[units]);
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num();
+    float* bbuf = b_bufs[tid];
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t ic = s / nk * mc_step, kb = s % nk;
+      const int64_t mc = std::min(mc_step, m - ic);
+      const int64_t a_panels = cdiv(mc, MR);
+      const int64_t pc = kb * kc_step;
+      const int64_t kc = std::min(kc_step, k - pc);
+      StepCounters& sc = step_ctr[s];
+      float* abuf = private_a ? a_bufs[tid] : a_bufs[s & 1];
+      auto pack_a = [&](int64_t p0, int64_t p1) {
+        if (kc > 0)
+          (BIG ? gemm_pack_a_big : gemm_pack_a)(std::min(mc, p1 * MR) - p0 * MR, kc,
+                                                g.a + (ic + p0 * MR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
+                                                abuf + p0 * MR * kc);
+      };
+      if (!private_a) {
+        const int64_t chunks = cdiv(a_panels, kChunkPanels);
+        if (s >= 2 && sc.next_chunk.load(std::memory_order_relaxed) < chunks) {
+          StepCounters& old = step_ctr[s - 2];  // its A block is in the buffer repacked now
+          wait_for([&] { return old.units_done.load(std::memory_order_acquire) == units; });
+        }
+        for (int64_t q; (q = sc.next_chunk.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+          pack_a(q * kChunkPanels, std::min(a_panels, (q + 1) * kChunkPanels));
+          sc.chunks_done.fetch_add(1, std::memory_order_release);
+        }
+        if (sc.next_unit.load(std::memory_order_relaxed) >= units) continue;  // nothing left to claim
+        wait_for([&] { return sc.chunks_done.load(std::memory_order_acquire) == chunks; });
+      }
+      bool a_packed = !private_a;
+      for (int64_t u; (u = sc.next_unit.fetch_add(1, std::memory_order_relaxed)) < units;) {
+        if (!a_packed) pack_a(0, a_panels), a_packed = true;
+        const int64_t jc = starts[u] * NR, ncb = std::min(n, starts[u + 1] * NR) - jc;
+        // kb > 0: the same columns' previous k block accumulates into this C first. kb == 0: other
+        // rows, but waiting keeps steps_done monotonic (the previous step's store must not land last).
+        wait_for([&] { return unit_ctr[u].steps_done.load(std::memory_order_acquire) >= s; });
+        if (kc > 0) (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
+        macro_kernel<BIG>(g, abuf, bbuf, ic, 0, a_panels, jc, ncb, kc, kb == 0, kb == nk - 1);
+        unit_ctr[u].steps_done.store(s + 1, std::memory_order_release);
+        sc.units_done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+}
+
 // One product with `nt` threads (nt == 1: no parallel region). `a_buf` holds
-// ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each.
+// ceil(min(mc, m)/MR)*MR*kc floats; b_bufs[t] ceil(min(nc, n)/NR)*NR*kc each. With nt > 1 either
+// a_private (each thread's own A block, when one fits in half of L2) or a_buf2 (a second shared
+// A block) is needed for the split along N (gemm_one_claimed).
 template <bool BIG>
 void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, float* const* b_bufs,
-              float* const* a_private = nullptr) {
+              float* const* a_private = nullptr, float* a_buf2 = nullptr) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;  // BLAS: alpha == 0 does not read A or B
@@ -481,45 +593,43 @@ void gemm_one(const GemmArgs& g, const GemmBlocking& blk, int nt, float* a_buf, 
 
   // Split along N unless that leaves the threads clearly less balanced than along M.
   const int64_t n_units = cdiv(n, NR), m_units = cdiv(std::min(m, blk.mc), MR);
-  const bool split_n = nt == 1 || balance(n_units, nt) >= 0.99 * balance(m_units, nt) ||
-                       balance(n_units, nt) >= 0.9;
-
-  // Private A blocks (a_private: given when the A block fits in half of L2): with the split
-  // along N each thread packs the whole A block itself and the threads never wait for each other.
-  const bool private_a = nt > 1 && a_private && split_n;
-  const bool sync = nt > 1 && !private_a;
+  const bool split_n = balance(n_units, nt) >= 0.99 * balance(m_units, nt) || balance(n_units, nt) >= 0.9;
+  if (nt > 1 && split_n) {
+    float* shared[2] = {a_buf, a_buf2};
+    gemm_one_claimed<BIG>(g, blk, nt, a_private ? a_private : shared, a_private != nullptr, b_bufs);
+    return;
+  }
+  // 1 thread, or the C block split along M: the threads pack the shared A block together and
+  // each runs its own micro-panels of it against all of B.
   auto body = [&](int tid) {
-    int64_t n0 = 0, n1 = n;
-    if (split_n) split_range(n, nt, tid, NR, &n0, &n1);
     float* bbuf = b_bufs[tid];
-    float* const abuf = private_a ? a_private[tid] : a_buf;
+    float* const abuf = a_buf;
     const int64_t mc_step = balanced_block(m, blk.mc, MR);
-    const int64_t nc_step = balanced_block(n1 - n0, blk.nc, NR);
+    const int64_t nc_step = balanced_block(n, blk.nc, NR);
     for (int64_t ic = 0; ic < m; ic += mc_step) {
       const int64_t mc = std::min(mc_step, m - ic);
       const int64_t panels = cdiv(mc, MR);
       int64_t ir0 = 0, ir1 = panels;
-      if (!split_n) split_range(panels, nt, tid, 1, &ir0, &ir1);
+      split_range(panels, nt, tid, 1, &ir0, &ir1);
       for (int64_t kb = 0; kb < nk; ++kb) {
         const int64_t pc = kb * kc_step;
         const int64_t kc = std::min(kc_step, k - pc);
-        // Cooperative packing of the A block: thread t packs its share of the panels (all of
-        // them into its own block when private_a).
+        // Cooperative packing of the A block: thread t packs its share of the panels.
         int64_t p0 = 0, p1 = panels;
-        if (!private_a) split_range(panels, nt, tid, 1, &p0, &p1);
+        split_range(panels, nt, tid, 1, &p0, &p1);
         if (kc > 0 && p1 > p0)
           (BIG ? gemm_pack_a_big : gemm_pack_a)(std::min(mc, p1 * MR) - p0 * MR, kc,
                       g.a + (ic + p0 * MR) * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs,
                       abuf + p0 * MR * kc);
-        if (sync) {
+        if (nt > 1) {
 #pragma omp barrier
         }
-        for (int64_t jc = n0; jc < n1; jc += nc_step) {
-          const int64_t ncb = std::min(nc_step, n1 - jc);
+        for (int64_t jc = 0; jc < n; jc += nc_step) {
+          const int64_t ncb = std::min(nc_step, n - jc);
           if (kc > 0) (BIG ? gemm_pack_b_big : gemm_pack_b)(kc, ncb, g.b + pc * g.b_rs + jc * g.b_cs, g.b_rs, g.b_cs, bbuf);
           macro_kernel<BIG>(g, abuf, bbuf, ic, ir0, ir1, jc, ncb, kc, kb == 0, kb == nk - 1);
         }
-        if (sync) {
+        if (nt > 1) {
 #pragma omp barrier  // the A block is repacked next iteration
         }
       }
@@ -613,29 +723,32 @@ void gemm_run(const GemmArgs& g) {
   if (g.batch == 1) {  // the 8 x 48 tile on AVX-512 (gemm_microkernel_big: fewer loads per FMA)
     const int64_t a_big = cdiv(std::min(big.mc, g.m), kGemmBigMR) * kGemmBigMR * kc_big;
     const int64_t b_big = cdiv(std::min(big.nc, g.n), kGemmBigNR) * kGemmBigNR * kc_big;
-    Buffers buf(a_big, b_big, nt_one);
     // A block <= L2/2 (256 x 4096 x 1024: 256 x 512; measured at 256 x 373): each thread packs
     // its own copy rather than meet the other at two barriers per k block. 2 threads, same
     // process, alternating, medians of 15: 256 x 4096 x 1024 4-27 % faster (the more so the more
     // loaded the machine), 512 x 512 x 8192 (1 MiB A block, one k block, two barriers) unchanged.
     // Larger A blocks (squares) stay shared: two copies through L3 were up to 4 % slower at 4096^2.
-    if (nt_one > 1 && a_big * int64_t(sizeof(float)) <= big.l2_bytes / 2) {
+    // (Session 8, before gemm_one_claimed replaced the barriers.)
+    const bool private_a = nt_one > 1 && a_big * int64_t(sizeof(float)) <= big.l2_bytes / 2;
+    const bool two_a = nt_one > 1 && !private_a;  // shared A blocks of even and odd steps
+    Buffers buf(two_a ? 2 * a_big : a_big, b_big, nt_one);
+    if (private_a) {
       Buffers a_own(0, a_big, nt_one);  // the "b" slots hold each thread's A block
       gemm_one<true>(g, big, nt_one, buf.a, buf.b, a_own.b);
     } else {
-      gemm_one<true>(g, big, nt_one, buf.a, buf.b);
+      gemm_one<true>(g, big, nt_one, buf.a, buf.b, nullptr, two_a ? buf.a + a_big : nullptr);
     }
     return;
   }
   if (nt_one >= max_threads) {
     // Batched products one after another, each using all the threads it can.
-    Buffers buf(a_floats, b_floats, nt_one);
+    Buffers buf(nt_one > 1 ? 2 * a_floats : a_floats, b_floats, nt_one);
     for (int64_t bi = 0; bi < g.batch; ++bi) {
       GemmArgs one = g;
       one.a = g.a + bi * g.a_batch_stride;
       one.b = g.b + bi * g.b_batch_stride;
       one.c = g.c + bi * g.c_batch_stride;
-      gemm_one<false>(one, blk, nt_one, buf.a, buf.b);
+      gemm_one<false>(one, blk, nt_one, buf.a, buf.b, nullptr, nt_one > 1 ? buf.a + a_floats : nullptr);
     }
     return;
   }
