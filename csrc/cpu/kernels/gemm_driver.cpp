@@ -11,11 +11,12 @@
 //
 // The epilogue (alpha/beta, biases, activation) is applied by the microkernel on the
 // last kc block, so C is written once per k block and never revisited.
-// Threads: the C block of each (ic, pc) is split either along N (each thread packs
-// and owns its own B blocks; the default, no duplicated work) or along M (threads
-// share A panels, each packs all of B: chosen when N has too few NR panels to keep
-// the threads balanced, e.g. N = 10); split along N with an A block <= L2/2 (m = 256), each
-// thread packs its own copy of it, so there are no barriers. Tall products (m >= 2n) instead loop B blocks
+// Threads: the C block of each (ic, pc) is split either along N (the default, no duplicated
+// work: column units of guided sizes claimed at run time, each thread packing the B block of
+// the units it takes; no barriers: gemm_one_claimed) or along M (threads share A panels, each
+// packs all of B: chosen when N has too few NR panels to keep the threads balanced, e.g.
+// N = 10); split along N with an A block <= L2/2 (m = 256), each thread packs its own copy of
+// it, else the A block is packed in claimed chunks into one of two shared buffers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
 // own A blocks (gemm_shared_b: B packed once, B panels and A blocks of half an L2 claimed at run
 // time, a barrier only between B blocks; on 1 thread too when B is a single block).
@@ -539,9 +540,11 @@ void gemm_one_claimed(const GemmArgs& g, const GemmBlocking& blk, int nt, float*
   };
   std::unique_ptr<StepCounters[]> step_ctr(new StepCounters[steps]);
   std::unique_ptr<UnitProgress[]> unit_ctr(new UnitProgress[units]);
+  const int64_t late_steps = gemm_late_thread_blocks();  // testing aid (config.h), 0 by default
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
+    const bool late = tid == 0 && omp_get_num_threads() > 1;  // never wait for threads OpenMP did not give
     float* bbuf = b_bufs[tid];
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t ic = s / nk * mc_step, kb = s % nk;
@@ -550,6 +553,7 @@ void gemm_one_claimed(const GemmArgs& g, const GemmBlocking& blk, int nt, float*
       const int64_t pc = kb * kc_step;
       const int64_t kc = std::min(kc_step, k - pc);
       StepCounters& sc = step_ctr[s];
+      if (late && s < late_steps) wait_for([&] { return sc.next_unit.load(std::memory_order_relaxed) >= units; });
       float* abuf = private_a ? a_bufs[tid] : a_bufs[s & 1];
       auto pack_a = [&](int64_t p0, int64_t p1) {
         if (kc > 0)

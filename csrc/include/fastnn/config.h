@@ -28,7 +28,9 @@ void set_gemm_busy_panel_claims(int n);  // n >= 0, else fastnn::ValueError
 // Testing aid (0, off, by default): in GEMM's tall-product path on >= 2 threads (gemm_shared_b),
 // thread 0 takes no work in each (B block, k block) step until the other threads have claimed
 // all of that step's B panels and stolen `n` of its own A blocks (all of them if it has fewer),
-// so the stealing branches run whatever the timing. Read once per GEMM call.
+// so the stealing branches run whatever the timing. In the split of single products along N
+// (gemm_one_claimed), thread 0 instead takes no work in the first `n` (A block, k block) steps
+// until the other threads have claimed all of that step's column units. Read once per GEMM call.
 int gemm_late_thread_blocks();
 void set_gemm_late_thread_blocks(int n);  // n >= 0, else fastnn::ValueError
 
