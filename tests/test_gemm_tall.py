@@ -17,7 +17,7 @@ import pytest
 import fastnn
 from fastnn.ops import gemm
 
-from test_gemm import rand
+from test_gemm import check_close, gemm_ref, rand
 from test_gemm_big import run as run_checked
 
 
@@ -91,3 +91,44 @@ def test_tall_claims_bitwise_repeatable(rng):
             assert np.array_equal(np.asarray(gemm(a, b, beta=-0.5, c=c)), want)
     finally:
         fastnn.set_num_threads(before)
+
+
+@pytest.fixture
+def late_thread_blocks():
+    """Sets fastnn's testing knob (config.h: gemm_late_thread_blocks) and restores it."""
+    before = fastnn._C._get_gemm_late_thread_blocks()
+    yield fastnn._C._set_gemm_late_thread_blocks
+    fastnn._C._set_gemm_late_thread_blocks(before)
+
+
+# With the knob, gemm_shared_b's thread 0 waits in every (B block, k block) step until the other
+# threads have packed all the B panels and stolen `late` of its A blocks (late = 1: part of its
+# share, it then runs the rest from the front; 1000: all of it). Shapes (A blocks of ~1 MiB):
+# (3001, 1030, 100): 3 k blocks (beta on the first, bias + activation on the last), 4 A blocks,
+#   thread 0's share is 2 blocks on 2 threads, 1 on 3; the last A panel has 1 row.
+# (2311, 520, 700): 2 B blocks (a barrier between them), 5 A blocks, m % 8 = 7, n % 48 = 28.
+# (8191, 509, 203): 16 A blocks (thread 0's share 8 / 5), the last one ragged; n % 48 = 11.
+# The stolen blocks and panels must give the 1-thread product bitwise (same tile, same k order per
+# element): a block computed twice (beta applied twice), skipped, or at the wrong rows would show.
+@pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (2311, 520, 700), (8191, 509, 203)])
+@pytest.mark.parametrize("late", [1, 1000])
+def test_stolen_work_bitwise(simd_level, rng, late_thread_blocks, m, k, n, late):
+    a, b, c, bias = rand(rng, m, k), rand(rng, k, n), rand(rng, m, n), rand(rng, n)
+    kw = dict(alpha=-0.75, beta=1.5, c=c, bias=bias, activation="gelu_tanh")
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(1)
+        want = np.asarray(gemm(a, b, **kw))
+        ref, tol = gemm_ref(a, b, **kw)
+        check_close(want, ref, tol, kw["activation"])
+        late_thread_blocks(late)
+        for t in (1, 2, 3):  # 1: the knob is ignored (nobody to steal); 3: oversubscribed
+            fastnn.set_num_threads(t)
+            assert np.array_equal(np.asarray(gemm(a, b, **kw)), want), t
+    finally:
+        fastnn.set_num_threads(before)
+
+
+def test_late_thread_blocks_knob_rejects_negative(late_thread_blocks):
+    with pytest.raises(ValueError, match="expected an integer >= 0, got -1"):
+        late_thread_blocks(-1)

@@ -52,6 +52,9 @@ PYBIND11_MODULE(_C, m) {
   // Testing aid (fastnn/config.h): forces gemm_direct_tiles' private B-panel copies.
   m.def("_get_gemm_busy_panel_claims", &gemm_busy_panel_claims);
   m.def("_set_gemm_busy_panel_claims", [](int n) { set_gemm_busy_panel_claims(n); }, py::arg("n"));
+  // Testing aid (fastnn/config.h): makes gemm_shared_b's other threads steal thread 0's work.
+  m.def("_get_gemm_late_thread_blocks", &gemm_late_thread_blocks);
+  m.def("_set_gemm_late_thread_blocks", [](int n) { set_gemm_late_thread_blocks(n); }, py::arg("n"));
 
   py::dict build;
   build["version"] = FASTNN_VERSION;

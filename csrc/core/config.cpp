@@ -88,6 +88,20 @@ void set_gemm_busy_panel_claims(int n) {
   busy_claims_setting().store(n, std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<int>& late_thread_blocks_setting() {
+  static std::atomic<int> n{0};
+  return n;
+}
+}  // namespace
+
+int gemm_late_thread_blocks() { return late_thread_blocks_setting().load(std::memory_order_relaxed); }
+
+void set_gemm_late_thread_blocks(int n) {
+  FASTNN_CHECK(n >= 0, ValueError, "set_gemm_late_thread_blocks: argument 'n': expected an integer >= 0, got ", n);
+  late_thread_blocks_setting().store(n, std::memory_order_relaxed);
+}
+
 const char* simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::avx512: return "avx512";

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "fastnn/activation.h"
 #include "fastnn/allocator.h"
@@ -403,6 +404,17 @@ inline void spin_pause() {
 #endif
 }
 
+// config.h's gemm_late_thread_blocks (tests only): thread 0 holds back until the others have
+// claimed every B panel of the step (`next` >= n_panels) and stolen the back of its share of A
+// blocks down to `back_target`, so they run the stealing branches. Yields rather than spins: the
+// tests oversubscribe the cores.
+void wait_until_stolen(const std::atomic<int64_t>& next, int64_t n_panels, const detail::StealRange& share,
+                       uint32_t back_target) {
+  while (next.load(std::memory_order_relaxed) < n_panels ||
+         static_cast<uint32_t>(share.fb.load(std::memory_order_relaxed) >> 32) > back_target)
+    std::this_thread::yield();
+}
+
 template <bool BIG>
 void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, float* b_buf) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
@@ -423,9 +435,13 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
   for (int64_t s = 0; s < steps; ++s)
     for (int t = 0; t < nt; ++t)
       shares[s * nt + t].init(static_cast<uint32_t>(a_blocks * t / nt), static_cast<uint32_t>(a_blocks * (t + 1) / nt));
+  // Testing aid (config.h): thread 0 waits until its share [0, a_blocks / nt) is stolen down to this.
+  const int late_blocks = nt > 1 ? gemm_late_thread_blocks() : 0;
+  const int64_t late_target = late_blocks > 0 ? std::max<int64_t>(0, a_blocks / nt - late_blocks) : -1;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num();
+    const int team = omp_get_num_threads();  // < nt if OpenMP gave fewer: then nobody else may steal
     float* abuf = a_bufs[tid];
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t jc = s / nk * nc_step, kb = s % nk;
@@ -434,6 +450,8 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
       const int64_t kc = std::min(kc_step, k - pc);
       const int64_t n_panels = cdiv(ncb, NR);
       PanelCounters& pk = panels[s];
+      if (late_target >= 0 && tid == 0 && team > 1)
+        wait_until_stolen(pk.next, n_panels, shares[s * nt], static_cast<uint32_t>(late_target));
       for (int64_t q; (q = pk.next.fetch_add(1, std::memory_order_relaxed)) < n_panels;) {
         const int64_t c0 = q * NR;
         if (kc > 0)

@@ -25,4 +25,11 @@ bool parse_simd_level(const char* text, SimdLevel* out);
 int gemm_busy_panel_claims();
 void set_gemm_busy_panel_claims(int n);  // n >= 0, else fastnn::ValueError
 
+// Testing aid (0, off, by default): in GEMM's tall-product path on >= 2 threads (gemm_shared_b),
+// thread 0 takes no work in each (B block, k block) step until the other threads have claimed
+// all of that step's B panels and stolen `n` of its own A blocks (all of them if it has fewer),
+// so the stealing branches run whatever the timing. Read once per GEMM call.
+int gemm_late_thread_blocks();
+void set_gemm_late_thread_blocks(int n);  // n >= 0, else fastnn::ValueError
+
 }  // namespace fastnn
