@@ -47,13 +47,23 @@
 // transposes on AVX-512 (~2 % faster fwd+bwd at N = 1024, ~8 % at N = 256, 1 thread).
 // Where the forward's time goes (1 thread, N = 1024, B*H = 32, the VM in its slow mode):
 // the S product alone runs at 67 % of the FMA probe, exp2 adds 6 %, the O^T product runs
-// at 75 %; with the K/V blocks pinned in L1 it is only 2 % faster, and N = 4096 (K/V of a
-// head larger than L2) runs at the rate of N = 1024 at 1 and 2 threads: not bound by L2.
+// at 75 %; with the K/V blocks pinned in L1 it is only 2 % faster.
+// Key-outer order: once K and V of a head outgrow L2 (N = 4096 at D = 64: 2 MiB, the whole
+// L2), a task streamed them from L3 for every 64 query rows, and the forward ran ~4-6 %
+// slower per flop than at N <= 2048 (1 thread, CPU time, alternating in one process:
+// 88.7 vs 92.5 / 91.2 GF/s at N = 4096 / 1024 / 2048). Now a task is a group of up to 1024
+// query rows that visits the keys in chunks of 512 KiB of K and V (1024 keys at D = 64), each
+// query block taking the chunk in turn with its O^T / m / l saved in scratch: 94.4 GF/s at
+// N = 4096, 95.4 at 8192 (chunks of 256 / 512 / 2048 keys: 92.4 / 93.7 / ~94). At N <= 2048
+// chunks cost 0.5-3 % (Q re-packed per visit, state traffic), so K and V of up to 1 MiB
+// keep the plain order. Groups run from the last to the first within a head, so that a
+// causal range ends on its cheapest unit (whole units are what a finished thread claims).
 // No gain from: K packed transposed per head (contiguous broadcasts, 1-3 % slower), 128
 // query lanes per task (5 % slower, 15 % at 2 threads N = 4096), key blocks of 32 / 48 /
 // 96 / 128, an 8 x 48 tile with 48-lane blocks (3-23 % slower), prefetching C rows.
 // The rate does not depend on N (1 thread, thread time, load ~4, B*H*N^2 fixed): forward
-// 93 / 94 / 90 GF/s and backward 97 / 97 / 95 GF/s (5 products) at N = 1024 / 2048 / 4096;
+// 93 / 94 / 90 GF/s (before the key-outer order; now 92 / 93 / 94) and backward 97 / 97 / 95
+// GF/s (5 products) at N = 1024 / 2048 / 4096 (session 9, same method: 95.0 / 95.9 / 96.6);
 // a backward with 128-key tasks (Q and dO streamed once per 128 keys, the "two key blocks per
 // Q load" layout) ran within the +-5 % noise of 64 at N = 1024 and 4096. So fwd+bwd (7
 // products) stays at ~70 % of the FMA probe, the rate of the GEMM on this machine; the fall
