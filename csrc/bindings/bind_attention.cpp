@@ -1,5 +1,6 @@
 // Bindings of the fused attention kernels (fastnn/attention.h):
-//   _C.attention_forward(q, k, v, causal, scale, key_padding_mask, dropout_p, seed, return_lse)
+//   _C.attention_forward(q, k, v, causal, scale, key_padding_mask, dropout_p, seed, return_lse,
+//                        _key_chunk)   (_key_chunk: AttentionArgs::key_chunk, for tests and tuning)
 //   _C.attention_backward(grad_out, q, k, v, out, lse, causal, scale, key_padding_mask, dropout_p, seed)
 //   _C._attention_forward_reference / _C._attention_backward_reference: the plain
 //     scalar implementations, same arguments (test oracle).
@@ -105,9 +106,12 @@ Prepared prepare(const char* op, bool reference, py::handle q_obj, py::handle k_
 }
 
 py::object forward_impl(bool reference, py::handle q, py::handle k, py::handle v, bool causal, py::object scale,
-                        py::handle mask, double dropout_p, uint64_t seed, bool return_lse) {
+                        py::handle mask, double dropout_p, uint64_t seed, bool return_lse, int64_t key_chunk) {
   Prepared p = prepare(kOp, reference, q, k, v, causal, scale, mask, dropout_p, seed);
   AttentionArgs& a = p.args;
+  FASTNN_CHECK(key_chunk >= -1, ValueError, kOp, ": argument '_key_chunk': expected -1 (automatic), 0 (off) or a ",
+               "positive number of keys, got ", key_chunk);
+  a.key_chunk = key_chunk;
   Tensor out = empty({a.batch, a.heads, a.nq, a.head_dim}, DType::float32, p.device);
   Tensor lse = empty({a.batch, a.heads, a.nq}, DType::float32, p.device);
   a.out = out.data_as<float>();
@@ -179,11 +183,11 @@ FASTNN_BINDINGS(attention) {
     m.def(
         fname,
         [reference](py::handle q, py::handle k, py::handle v, bool causal, py::object scale, py::handle mask,
-                    double dropout_p, uint64_t seed, bool return_lse) {
-          return forward_impl(reference, q, k, v, causal, scale, mask, dropout_p, seed, return_lse);
+                    double dropout_p, uint64_t seed, bool return_lse, int64_t key_chunk) {
+          return forward_impl(reference, q, k, v, causal, scale, mask, dropout_p, seed, return_lse, key_chunk);
         },
         "q"_a, "k"_a, "v"_a, "causal"_a = false, "scale"_a = py::none(), "key_padding_mask"_a = py::none(),
-        "dropout_p"_a = 0.0, "seed"_a = 0, "return_lse"_a = false,
+        "dropout_p"_a = 0.0, "seed"_a = 0, "return_lse"_a = false, "_key_chunk"_a = -1,
         "Fused attention forward (see fastnn.ops.attention). Returns out or (out, lse).");
     m.def(
         bname,

@@ -47,13 +47,23 @@
 // transposes on AVX-512 (~2 % faster fwd+bwd at N = 1024, ~8 % at N = 256, 1 thread).
 // Where the forward's time goes (1 thread, N = 1024, B*H = 32, the VM in its slow mode):
 // the S product alone runs at 67 % of the FMA probe, exp2 adds 6 %, the O^T product runs
-// at 75 %; with the K/V blocks pinned in L1 it is only 2 % faster, and N = 4096 (K/V of a
-// head larger than L2) runs at the rate of N = 1024 at 1 and 2 threads: not bound by L2.
+// at 75 %; with the K/V blocks pinned in L1 it is only 2 % faster.
+// Key-outer order: once K and V of a head outgrow L2 (N = 4096 at D = 64: 2 MiB, the whole
+// L2), a task streamed them from L3 for every 64 query rows, and the forward ran ~4-6 %
+// slower per flop than at N <= 2048 (1 thread, CPU time, alternating in one process:
+// 88.7 vs 92.5 / 91.2 GF/s at N = 4096 / 1024 / 2048). Now a task is a group of up to 256
+// query rows that visits the keys in chunks of 512 KiB of K and V (1024 keys at D = 64), each
+// query block taking the chunk in turn with its O^T / m / l saved in scratch: 94.4 GF/s at
+// N = 4096, 95.4 at 8192 (chunks of 256 / 512 / 2048 keys: 92.4 / 93.7 / ~94). At N <= 2048
+// chunks cost 0.5-3 % (Q re-packed per visit, state traffic), so K and V of up to 1 MiB
+// keep the plain order. Groups run from the last to the first within a head, so that a
+// causal range ends on its cheapest unit (whole units are what a finished thread claims).
 // No gain from: K packed transposed per head (contiguous broadcasts, 1-3 % slower), 128
 // query lanes per task (5 % slower, 15 % at 2 threads N = 4096), key blocks of 32 / 48 /
 // 96 / 128, an 8 x 48 tile with 48-lane blocks (3-23 % slower), prefetching C rows.
 // The rate does not depend on N (1 thread, thread time, load ~4, B*H*N^2 fixed): forward
-// 93 / 94 / 90 GF/s and backward 97 / 97 / 95 GF/s (5 products) at N = 1024 / 2048 / 4096;
+// 93 / 94 / 90 GF/s (before the key-outer order; now 92 / 93 / 94) and backward 97 / 97 / 95
+// GF/s (5 products) at N = 1024 / 2048 / 4096 (session 9, same method: 95.0 / 95.9 / 96.6);
 // a backward with 128-key tasks (Q and dO streamed once per 128 keys, the "two key blocks per
 // Q load" layout) ran within the +-5 % noise of 64 at N = 1024 and 4096. So fwd+bwd (7
 // products) stays at ~70 % of the FMA probe, the rate of the GEMM on this machine; the fall
@@ -552,6 +562,25 @@ constexpr int64_t kBlockQB = FASTNN_ATTN_BRB;  // query rows per backward step
 #endif
 constexpr int64_t kBlockQ = FASTNN_ATTN_BQ;  // query rows (lanes) per forward task
 
+// The forward visits the keys in chunks once K and V of a head (8 * Nk * D bytes) exceed
+// kChunkedAbove: then each chunk's K and V (kKeyChunkBytes) stay in L2 (2 MiB on this
+// machine, 1 MiB on older Xeons) while kChunkQueryRows query rows go past them (groups of
+// 128 / 256 / 512 / 1024 rows measured within noise at N = 4096, 1 thread; 256 keeps the unit
+// a finished thread claims at ~3 ms, not ~11 ms).
+constexpr int64_t kChunkedAbove = int64_t{1} << 20;
+constexpr int64_t kKeyChunkBytes = int64_t{512} << 10;
+constexpr int64_t kChunkQueryRows = 256;
+
+// Keys per forward visit, a multiple of bc; >= Nk means the plain order. request: the
+// AttentionArgs knob (< 0 automatic, 0 never chunk, > 0 that many keys, rounded up to bc).
+int64_t forward_key_chunk(int64_t request, int64_t NK, int64_t D, int64_t bc) {
+  const int64_t whole = std::max(round_up(NK, bc), bc);
+  if (request == 0) return whole;
+  if (request > 0) return std::min(round_up(request, bc), whole);
+  if (8 * NK * D <= kChunkedAbove) return whole;
+  return std::max(kKeyChunkBytes / (8 * D) / bc * bc, bc);
+}
+
 }  // namespace
 
 // =====================================================================================
@@ -576,15 +605,30 @@ void attention_forward(const AttentionArgs& a) {
     const int64_t i0 = x * br, ib = std::min(br, NQ - i0);
     cost[x] = (key_end(i0, ib) + bc - 1) / bc * (D + 8) + 1;
   }
-  const int64_t ntasks = B * H * nqb;
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(fastnn::num_threads(), ntasks)));
+  // Key-outer order for long key sequences: a unit of work is a group of query blocks of one
+  // head; it visits the keys in chunks of kc, and every query block of the group takes the
+  // chunk before the next chunk starts, its running O^T / m / l kept in the thread's scratch
+  // between visits. Each query block still sees the key blocks in the same order with the
+  // same state, so the result is bitwise that of the plain order (one chunk, one block).
+  const int64_t kc = forward_key_chunk(a.key_chunk, NK, D, bc);
+  const bool chunked = kc < NK;
+  const int64_t group = chunked ? std::max<int64_t>(1, kChunkQueryRows / br) : 1;
+  const int64_t ngroups = (nqb + group - 1) / group;
+  // Within a head the units run from the last query group to the first: with causal masks
+  // the last is the costliest, and a range that ends on a small unit leaves a thread that
+  // finished its own range less to wait for (whole units are the claiming grain).
+  std::vector<int64_t> unit_cost(ngroups, 0);
+  for (int64_t x = 0; x < nqb; ++x) unit_cost[ngroups - 1 - x / group] += cost[x];
+  const int64_t nunits = B * H * ngroups;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(fastnn::num_threads(), nunits)));
   std::vector<int64_t> bounds;
-  split_tasks(B * H, cost, nt, bounds);
+  split_tasks(B * H, unit_cost, nt, bounds);
   ClaimableRanges tasks(bounds);
 
-  // per thread: Qt (D x br), S^T (bc x br), O^T (D x br), m, l, alpha, block max, block sum
-  // (br each), keep (bc bytes)
-  const int64_t per_thread = round_up(2 * D * br + bc * br + 5 * br + bc / 4, 16);
+  // per thread: Qt (D x br), S^T (bc x br), alpha, block max, block sum (br each), keep (bc
+  // bytes), then per query block of a unit its state: O^T (D x br), m, l (br each)
+  const int64_t state_floats = D * br + 2 * br;
+  const int64_t per_thread = round_up(D * br + bc * br + 3 * br + bc / 4 + group * state_floats, 16);
   Scratch scratch(static_cast<size_t>(per_thread * nt));
 
 #pragma omp parallel num_threads(nt)
@@ -592,173 +636,196 @@ void attention_forward(const AttentionArgs& a) {
     const int tid = omp_get_thread_num();
     float* qt = scratch.base + tid * per_thread;
     float* st = qt + D * br;
-    float* ot = st + bc * br;
-    float* m = ot + D * br;
-    float* l = m + br;
-    float* alpha = l + br;
+    float* alpha = st + bc * br;
     float* mb = alpha + br;
     float* lb = mb + br;  // kExpLazy: the block sums
     uint8_t* keep = reinterpret_cast<uint8_t*>(lb + br);
-    tasks.run(tid, [&](int64_t task, int64_t range_end) {
-      const int64_t bh = task / nqb, qb = task % nqb;
+    float* const state = lb + br + bc / 4;
+    std::vector<char> m_sets(group);  // per query block: every lane has a finite running maximum
+    auto first_block = [&](int64_t unit) { return (ngroups - 1 - unit % ngroups) * group; };
+    auto q_rows = [&](int64_t bh, int64_t qb) { return a.q + bh / H * a.q_sb + bh % H * a.q_sh + qb * br * a.q_sn; };
+    tasks.run(tid, [&](int64_t unit, int64_t range_end) {
+      const int64_t bh = unit / ngroups, qb0 = first_block(unit), qb1 = std::min(nqb, qb0 + group);
       const int64_t b = bh / H, h = bh % H;
-      const int64_t i0 = qb * br, ib = std::min(br, NQ - i0);
-      const float* Q = a.q + b * a.q_sb + h * a.q_sh + i0 * a.q_sn;
       const float* K = a.k + b * a.k_sb + h * a.k_sh;
       const float* V = a.v + b * a.v_sb + h * a.v_sh;
       const uint8_t* mask = a.key_padding_mask ? a.key_padding_mask + b * a.mask_sb : nullptr;
+      // a query block with no visible key still takes one (empty) visit, which writes its zeros
+      auto visits = [&](int64_t qb) {
+        return std::max<int64_t>(1, (key_end(qb * br, std::min(br, NQ - qb * br)) + kc - 1) / kc);
+      };
+      int64_t nchunks = 0;
+      for (int64_t qb = qb0; qb < qb1; ++qb) nchunks = std::max(nchunks, visits(qb));
+      for (int64_t c = 0; c < nchunks; ++c)
+        for (int64_t qb = qb0; qb < qb1; ++qb) {
+          const int64_t nvis = visits(qb);
+          if (c >= nvis) continue;
+          float* ot = state + (qb - qb0) * state_floats;
+          float* m = ot + D * br;
+          float* l = m + br;
+          const int64_t i0 = qb * br, ib = std::min(br, NQ - i0);
+          const float* Q = a.q + b * a.q_sb + h * a.q_sh + i0 * a.q_sn;
 
-      if (a.q_sd != 1 || !transpose_scaled(Q, a.q_sn, ib, D, qt, br, br, c2, nullptr)) {
-        for (int64_t i = 0; i < ib; ++i)
-          for (int64_t d = 0; d < D; ++d) qt[d * br + i] = Q[i * a.q_sn + d * a.q_sd] * c2;
-        if (ib < br)
-          for (int64_t d = 0; d < D; ++d) std::memset(qt + d * br + ib, 0, (br - ib) * sizeof(float));
-      }
-      for (int64_t x = 0; x < br; ++x) { m[x] = kNegInf; l[x] = 0.0f; }
-      std::memset(ot, 0, D * br * sizeof(float));
-      bool m_set = false;  // every lane has a finite running maximum (after a clean block)
+          if (a.q_sd != 1 || !transpose_scaled(Q, a.q_sn, ib, D, qt, br, br, c2, nullptr)) {
+            for (int64_t i = 0; i < ib; ++i)
+              for (int64_t d = 0; d < D; ++d) qt[d * br + i] = Q[i * a.q_sn + d * a.q_sd] * c2;
+            if (ib < br)
+              for (int64_t d = 0; d < D; ++d) std::memset(qt + d * br + ib, 0, (br - ib) * sizeof(float));
+          }
+          if (c == 0) {
+            for (int64_t x = 0; x < br; ++x) { m[x] = kNegInf; l[x] = 0.0f; }
+            std::memset(ot, 0, D * br * sizeof(float));
+            m_sets[qb - qb0] = 0;
+          }
+          bool m_set = m_sets[qb - qb0] != 0;  // every lane has a finite running maximum (after a clean block)
 
-      const int64_t jend = key_end(i0, ib);
-      // Over the last (up to 4) key blocks, prefetch this task's O rows (written at the end:
-      // store misses there stalled the transposed write-back, ~2 % of the forward) and the
-      // next task's Q rows.
-      const int64_t nblk = (jend + bc - 1) / bc, npf = std::min<int64_t>(nblk, 4);
-      float* const O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
-      const float* Qn = nullptr;
-      int64_t ibn = 0;
-      if (task + 1 < range_end && a.q_sd == 1) {
-        const int64_t bhn = (task + 1) / nqb, i0n = (task + 1) % nqb * br;
-        Qn = a.q + bhn / H * a.q_sb + bhn % H * a.q_sh + i0n * a.q_sn;
-        ibn = std::min(br, NQ - i0n);
-      }
-      for (int64_t j0 = 0; j0 < jend; j0 += bc) {
-        const int64_t jb = std::min(bc, jend - j0);
-        if (const int64_t t = j0 / bc - (nblk - npf); t >= 0) {
-          if (a.o_sd == 1) prefetch_rows<true>(O, a.o_sn, ib * t / npf, ib * (t + 1) / npf, D * 4);
-          if (Qn) prefetch_rows<false>(Qn, a.q_sn, ibn * t / npf, ibn * (t + 1) / npf, D * 4);
-        }
-        if (mask) {
-          int64_t nmasked = 0;
-          for (int64_t j = 0; j < jb; ++j) nmasked += mask[(j0 + j) * a.mask_sn] != 0;
-          if (nmasked == jb) continue;  // contributes nothing to any row
-        }
-        // a block with no masked key takes its maximum in the microkernel; the others
-        // take it below, after the masked scores are set to -inf
-        const bool clean = !mask && !(a.causal && j0 + jb - 1 > i0 + off);
-        bool lazy = clean && m_set;
-        if (lazy) {
-          std::memset(lb, 0, br * sizeof(float));
-          bgemm<kExpLazy>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, lb, m);
-          for (int64_t x = 0; x < br && lazy; x += W) lazy = vall_le(vld(lb + x), vset(kLazySum));
-          if (lazy)
-            for (int64_t x = 0; x < br; x += W) vst(l + x, vadd(vld(l + x), vld(lb + x)));
-        }
-        if (!lazy) {  // the exact running maximum, then P^T = exp2(S^T - m) in a pass
-          m_set = m_set || clean;
-          if (clean) {
-            std::memcpy(mb, m, br * sizeof(float));
-            bgemm<kSetMax>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, mb);
-          } else {
-            bgemm<kSet>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br);
+          const int64_t jend = key_end(i0, ib);
+          const int64_t ja = c * kc, jz = std::min(jend, ja + kc);  // this visit's keys
+          const bool last_visit = c == nvis - 1;
+          // Over the last (up to 4) key blocks of a visit, prefetch the next visit's Q rows and,
+          // on the query block's last visit, its O rows (written at the end: store misses there
+          // stalled the transposed write-back, ~2 % of the forward).
+          const int64_t nblk = (jz - ja + bc - 1) / bc, npf = std::min<int64_t>(nblk, 4);
+          float* const O = a.out + b * a.o_sb + h * a.o_sh + i0 * a.o_sn;
+          const float* Qn = nullptr;
+          int64_t ibn = 0;
+          if (a.q_sd == 1) {
+            int64_t bhn = bh, qbn = qb + 1;
+            if (qbn == qb1) qbn = c + 1 < nchunks ? qb0 : -1;
+            if (qbn < 0 && unit + 1 < range_end) bhn = (unit + 1) / ngroups, qbn = first_block(unit + 1);
+            if (qbn >= 0) Qn = q_rows(bhn, qbn), ibn = std::min(br, NQ - qbn * br);
           }
-          if (mask) {
-            for (int64_t j = 0; j < jb; ++j)
-              if (mask[(j0 + j) * a.mask_sn])
-                for (int64_t x = 0; x < br; x += W) vst(st + j * br + x, vset(kNegInf));
-          }
-          if (a.causal && j0 + jb - 1 > i0 + off) {
-            // key jg is visible from lanes with i0 + lane + off >= jg, i.e. lane >= jg - off - i0
-            for (int64_t j = 0; j < jb; ++j) {
-              const int64_t thr = j0 + j - off - i0;
-              if (thr <= 0) continue;
-              const int t = static_cast<int>(std::min<int64_t>(thr, br));
+          for (int64_t j0 = ja; j0 < jz; j0 += bc) {
+            const int64_t jb = std::min(bc, jz - j0);
+            if (const int64_t t = (j0 - ja) / bc - (nblk - npf); t >= 0) {
+              if (a.o_sd == 1 && last_visit) prefetch_rows<true>(O, a.o_sn, ib * t / npf, ib * (t + 1) / npf, D * 4);
+              if (Qn) prefetch_rows<false>(Qn, a.q_sn, ibn * t / npf, ibn * (t + 1) / npf, D * 4);
+            }
+            if (mask) {
+              int64_t nmasked = 0;
+              for (int64_t j = 0; j < jb; ++j) nmasked += mask[(j0 + j) * a.mask_sn] != 0;
+              if (nmasked == jb) continue;  // contributes nothing to any row
+            }
+            // a block with no masked key takes its maximum in the microkernel; the others
+            // take it below, after the masked scores are set to -inf
+            const bool clean = !mask && !(a.causal && j0 + jb - 1 > i0 + off);
+            bool lazy = clean && m_set;
+            if (lazy) {
+              std::memset(lb, 0, br * sizeof(float));
+              bgemm<kExpLazy>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, lb, m);
+              for (int64_t x = 0; x < br && lazy; x += W) lazy = vall_le(vld(lb + x), vset(kLazySum));
+              if (lazy)
+                for (int64_t x = 0; x < br; x += W) vst(l + x, vadd(vld(l + x), vld(lb + x)));
+            }
+            if (!lazy) {  // the exact running maximum, then P^T = exp2(S^T - m) in a pass
+              m_set = m_set || clean;
+              if (clean) {
+                std::memcpy(mb, m, br * sizeof(float));
+                bgemm<kSetMax>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br, mb);
+              } else {
+                bgemm<kSet>(jb, br, D, K + j0 * a.k_sn, a.k_sn, a.k_sd, qt, br, st, br);
+              }
+              if (mask) {
+                for (int64_t j = 0; j < jb; ++j)
+                  if (mask[(j0 + j) * a.mask_sn])
+                    for (int64_t x = 0; x < br; x += W) vst(st + j * br + x, vset(kNegInf));
+              }
+              if (a.causal && j0 + jb - 1 > i0 + off) {
+                // key jg is visible from lanes with i0 + lane + off >= jg, i.e. lane >= jg - off - i0
+                for (int64_t j = 0; j < jb; ++j) {
+                  const int64_t thr = j0 + j - off - i0;
+                  if (thr <= 0) continue;
+                  const int t = static_cast<int>(std::min<int64_t>(thr, br));
+                  for (int64_t x = 0; x < br; x += W) {
+                    float* sp = st + j * br + x;
+                    vst(sp, vsel_lt(static_cast<int>(x), t, vset(kNegInf), vld(sp)));
+                  }
+                }
+              }
+              // online softmax, base 2, vertically over the jb keys
               for (int64_t x = 0; x < br; x += W) {
-                float* sp = st + j * br + x;
-                vst(sp, vsel_lt(static_cast<int>(x), t, vset(kNegInf), vld(sp)));
+                const vf mold = vld(m + x);
+                vf mx;
+                int64_t j = 0;
+                if (clean) {
+                  mx = vld(mb + x);
+                } else {
+                  // four independent max / sum chains: a single chain is bound by the 4-cycle
+                  // latency of vmaxps / vaddps
+                  vf m0 = mold, m1 = mold, m2 = mold, m3 = mold;
+                  for (; j + 4 <= jb; j += 4) {
+                    const float* p = st + j * br + x;
+                    m0 = vmax(m0, vld(p));
+                    m1 = vmax(m1, vld(p + br));
+                    m2 = vmax(m2, vld(p + 2 * br));
+                    m3 = vmax(m3, vld(p + 3 * br));
+                  }
+                  for (; j < jb; ++j) m0 = vmax(m0, vld(st + j * br + x));
+                  mx = vmax(vmax(m0, m1), vmax(m2, m3));
+                }
+                // a lane that has seen only masked keys keeps a finite stand-in maximum, so
+                // that exp2(-inf - m) = 0 instead of NaN
+                mx = vmax(mx, vset(-FLT_MAX));
+                const vf al = vexp2(vsub(mold, mx));
+                vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+                for (j = 0; j + 4 <= jb; j += 4) {
+                  float* p = st + j * br + x;
+                  const vf e0 = vexp2(vsub(vld(p), mx));
+                  const vf e1 = vexp2(vsub(vld(p + br), mx));
+                  const vf e2 = vexp2(vsub(vld(p + 2 * br), mx));
+                  const vf e3 = vexp2(vsub(vld(p + 3 * br), mx));
+                  vst(p, e0);
+                  vst(p + br, e1);
+                  vst(p + 2 * br, e2);
+                  vst(p + 3 * br, e3);
+                  s0 = vadd(s0, e0);
+                  s1 = vadd(s1, e1);
+                  s2 = vadd(s2, e2);
+                  s3 = vadd(s3, e3);
+                }
+                for (; j < jb; ++j) {
+                  float* p = st + j * br + x;
+                  const vf e0 = vexp2(vsub(vld(p), mx));
+                  vst(p, e0);
+                  s0 = vadd(s0, e0);
+                }
+                s0 = vadd(s0, s2);
+                s1 = vadd(s1, s3);
+                vst(l + x, vfma(vld(l + x), al, vadd(s0, s1)));
+                vst(m + x, mx);
+                vst(alpha + x, al);
               }
             }
-          }
-          // online softmax, base 2, vertically over the jb keys
-          for (int64_t x = 0; x < br; x += W) {
-            const vf mold = vld(m + x);
-            vf mx;
-            int64_t j = 0;
-            if (clean) {
-              mx = vld(mb + x);
-            } else {
-              // four independent max / sum chains: a single chain is bound by the 4-cycle
-              // latency of vmaxps / vaddps
-              vf m0 = mold, m1 = mold, m2 = mold, m3 = mold;
-              for (; j + 4 <= jb; j += 4) {
-                const float* p = st + j * br + x;
-                m0 = vmax(m0, vld(p));
-                m1 = vmax(m1, vld(p + br));
-                m2 = vmax(m2, vld(p + 2 * br));
-                m3 = vmax(m3, vld(p + 3 * br));
+            if (dropout) {
+              // element index ((b*H + h)*Nq + i)*Nk + j; the kept values are rescaled at the end
+              const uint64_t row0 = static_cast<uint64_t>(bh * NQ + i0);
+              for (int64_t i = 0; i < ib; ++i) {
+                detail_attention::dropout_keep_run(a.seed, a.offset, (row0 + i) * NK + j0, jb, drop_threshold, keep);
+                for (int64_t j = 0; j < jb; ++j)
+                  if (!keep[j]) st[j * br + i] = 0.0f;
               }
-              for (; j < jb; ++j) m0 = vmax(m0, vld(st + j * br + x));
-              mx = vmax(vmax(m0, m1), vmax(m2, m3));
             }
-            // a lane that has seen only masked keys keeps a finite stand-in maximum, so
-            // that exp2(-inf - m) = 0 instead of NaN
-            mx = vmax(mx, vset(-FLT_MAX));
-            const vf al = vexp2(vsub(mold, mx));
-            vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
-            for (j = 0; j + 4 <= jb; j += 4) {
-              float* p = st + j * br + x;
-              const vf e0 = vexp2(vsub(vld(p), mx));
-              const vf e1 = vexp2(vsub(vld(p + br), mx));
-              const vf e2 = vexp2(vsub(vld(p + 2 * br), mx));
-              const vf e3 = vexp2(vsub(vld(p + 3 * br), mx));
-              vst(p, e0);
-              vst(p + br, e1);
-              vst(p + 2 * br, e2);
-              vst(p + 3 * br, e3);
-              s0 = vadd(s0, e0);
-              s1 = vadd(s1, e1);
-              s2 = vadd(s2, e2);
-              s3 = vadd(s3, e3);
-            }
-            for (; j < jb; ++j) {
-              float* p = st + j * br + x;
-              const vf e0 = vexp2(vsub(vld(p), mx));
-              vst(p, e0);
-              s0 = vadd(s0, e0);
-            }
-            s0 = vadd(s0, s2);
-            s1 = vadd(s1, s3);
-            vst(l + x, vfma(vld(l + x), al, vadd(s0, s1)));
-            vst(m + x, mx);
-            vst(alpha + x, al);
+            // O^T = O^T * alpha + V^T P^T (alpha = 1 after a lazy block)
+            if (lazy)
+              bgemm<kAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br);
+            else
+              bgemm<kScaleAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, alpha);
           }
-        }
-        if (dropout) {
-          // element index ((b*H + h)*Nq + i)*Nk + j; the kept values are rescaled at the end
-          const uint64_t row0 = static_cast<uint64_t>(bh * NQ + i0);
+          m_sets[qb - qb0] = m_set;
+          if (!last_visit) continue;
+          float* inv = alpha;  // free now: 1/l per row
           for (int64_t i = 0; i < ib; ++i) {
-            detail_attention::dropout_keep_run(a.seed, a.offset, (row0 + i) * NK + j0, jb, drop_threshold, keep);
-            for (int64_t j = 0; j < jb; ++j)
-              if (!keep[j]) st[j * br + i] = 0.0f;
+            const float li = l[i];
+            inv[i] = li > 0.0f ? keep_scale / li : 0.0f;
+            if (a.lse)
+              a.lse[b * a.lse_sb + h * a.lse_sh + (i0 + i) * a.lse_sn] =
+                  li > 0.0f ? (m[i] + std::log2(li)) * kLn2 : kNegInf;
+          }
+          if (a.o_sd != 1 || !transpose_scaled(ot, br, D, ib, O, a.o_sn, D, 1.0f, inv)) {
+            for (int64_t i = 0; i < ib; ++i)
+              for (int64_t d = 0; d < D; ++d) O[i * a.o_sn + d * a.o_sd] = ot[d * br + i] * inv[i];
           }
         }
-        // O^T = O^T * alpha + V^T P^T (alpha = 1 after a lazy block)
-        if (lazy)
-          bgemm<kAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br);
-        else
-          bgemm<kScaleAcc>(D, br, jb, V + j0 * a.v_sn, a.v_sd, a.v_sn, st, br, ot, br, alpha);
-      }
-      float* inv = alpha;  // free now: 1/l per row
-      for (int64_t i = 0; i < ib; ++i) {
-        const float li = l[i];
-        inv[i] = li > 0.0f ? keep_scale / li : 0.0f;
-        if (a.lse)
-          a.lse[b * a.lse_sb + h * a.lse_sh + (i0 + i) * a.lse_sn] =
-              li > 0.0f ? (m[i] + std::log2(li)) * kLn2 : kNegInf;
-      }
-      if (a.o_sd != 1 || !transpose_scaled(ot, br, D, ib, O, a.o_sn, D, 1.0f, inv)) {
-        for (int64_t i = 0; i < ib; ++i)
-          for (int64_t d = 0; d < D; ++d) O[i * a.o_sn + d * a.o_sd] = ot[d * br + i] * inv[i];
-      }
     });
   }
 }

@@ -59,6 +59,11 @@ struct AttentionArgs {
   uint64_t seed = 0;
   uint64_t offset = 0;  // Philox offset (the counter's high half)
 
+  // Forward, CPU only: keys per chunk of the key-outer visiting order (a tuning / testing
+  // knob; the result is bitwise the same for every value). < 0: automatic (chunks once K and
+  // V of a head outgrow L2), 0: never, > 0: that many keys (rounded up to the key block).
+  int64_t key_chunk = -1;
+
   // Backward only.
   const float* grad_out = nullptr;
   int64_t go_sb = 0, go_sh = 0, go_sn = 0, go_sd = 1;
