@@ -1,7 +1,7 @@
 """The forward's key-outer order (csrc/cpu/kernels/attention.cpp, forward_key_chunk).
 
 Once K and V of a head outgrow L2 (8 * Nk * D bytes > 1 MiB), the forward visits the keys in
-chunks: each group of up to 1024 query rows takes one chunk before the next, its running
+chunks: each group of up to 256 query rows takes one chunk before the next, its running
 O^T / max / sum kept between visits. Every query block still sees the key blocks in the same
 order with the same state, so the result must be bitwise that of the plain order
 (_key_chunk=0); the knob _key_chunk forces small chunks so that small shapes run many visits.
@@ -53,8 +53,8 @@ def test_chunked_forward_is_bitwise_the_plain_order(case, chunk, simd_level, thr
 @pytest.mark.parametrize("causal", [False, True])
 def test_automatic_chunks(causal, simd_level, rng):
     # D = 128, Nk = 1100: K and V of a head are 1.1 MB, so the automatic choice visits the keys
-    # in chunks of 512 (kKeyChunkBytes / (8 D)); 1100 query rows are two groups (16 blocks and
-    # 2), run from the last group to the first
+    # in chunks of 512 (kKeyChunkBytes / (8 D)); 1100 query rows are five groups (4 blocks each,
+    # the last 2), run from the last group to the first
     q, k, v = make(rng, 1, 2, 1100, 1100, 128)
     case = (1, 2, 1100, 1100, 128, causal, None, 0.0)
     out, lse = _forward(q, k, v, case, -1)

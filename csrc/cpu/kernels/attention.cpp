@@ -51,7 +51,7 @@
 // Key-outer order: once K and V of a head outgrow L2 (N = 4096 at D = 64: 2 MiB, the whole
 // L2), a task streamed them from L3 for every 64 query rows, and the forward ran ~4-6 %
 // slower per flop than at N <= 2048 (1 thread, CPU time, alternating in one process:
-// 88.7 vs 92.5 / 91.2 GF/s at N = 4096 / 1024 / 2048). Now a task is a group of up to 1024
+// 88.7 vs 92.5 / 91.2 GF/s at N = 4096 / 1024 / 2048). Now a task is a group of up to 256
 // query rows that visits the keys in chunks of 512 KiB of K and V (1024 keys at D = 64), each
 // query block taking the chunk in turn with its O^T / m / l saved in scratch: 94.4 GF/s at
 // N = 4096, 95.4 at 8192 (chunks of 256 / 512 / 2048 keys: 92.4 / 93.7 / ~94). At N <= 2048
@@ -564,10 +564,12 @@ constexpr int64_t kBlockQ = FASTNN_ATTN_BQ;  // query rows (lanes) per forward t
 
 // The forward visits the keys in chunks once K and V of a head (8 * Nk * D bytes) exceed
 // kChunkedAbove: then each chunk's K and V (kKeyChunkBytes) stay in L2 (2 MiB on this
-// machine, 1 MiB on older Xeons) while kChunkQueryRows query rows go past them.
+// machine, 1 MiB on older Xeons) while kChunkQueryRows query rows go past them (groups of
+// 128 / 256 / 512 / 1024 rows measured within noise at N = 4096, 1 thread; 256 keeps the unit
+// a finished thread claims at ~3 ms, not ~11 ms).
 constexpr int64_t kChunkedAbove = int64_t{1} << 20;
 constexpr int64_t kKeyChunkBytes = int64_t{512} << 10;
-constexpr int64_t kChunkQueryRows = 1024;
+constexpr int64_t kChunkQueryRows = 256;
 
 // Keys per forward visit, a multiple of bc; >= Nk means the plain order. request: the
 // AttentionArgs knob (< 0 automatic, 0 never chunk, > 0 that many keys, rounded up to bc).
