@@ -61,6 +61,29 @@ def test_private_a_blocks(simd_level, threads, rng, m, k, n):
     run(rng, m, k, n, trans_a=True, trans_b=True, alpha=2.0)
 
 
+# On the AVX-512 level gemm_shared_b reads a unit-column-stride A in place (8 rows per tile, no
+# packing; gemm_microkernel_big_direct_a); below it, or for a transposed A, it packs A blocks.
+# m % 8 = 1..7 gives each row count of the last tile; n % 48 = 4, 20, 40 gives the 1-, 2- and
+# 3-vector last panel; A as a column slice (row stride 700 > k), with negative row stride, and
+# transposed (packed) -- all bitwise equal to the packed A of test_tall_several_a_blocks' path.
+@pytest.mark.parametrize("m, n", [(1601, 100), (1602, 68), (1603, 88), (1604, 100), (1605, 68), (1606, 88),
+                                  (1607, 100), (1608, 96)])
+def test_tall_a_in_place_edges(simd_level, threads, rng, m, n):
+    k = 301
+    c, bias = rand(rng, m, n), rand(rng, n)
+    run(rng, m, k, n, alpha=-0.75, beta=1.5, c=c, bias=bias, activation="tanh")
+    wide = rand(rng, m, 700)
+    for a in (wide[:, 13:13 + k], wide[::-1, :k]):
+        b = rand(rng, k, n)
+        got = np.asarray(gemm(a, b, beta=0.5, c=c, bias=bias, activation="relu"))
+        ref, tol = gemm_ref(a, b, beta=0.5, c=c, bias=bias, activation="relu")
+        check_close(got, ref, tol, "relu")
+        assert np.array_equal(got, np.asarray(gemm(np.ascontiguousarray(a), b, beta=0.5, c=c, bias=bias,
+                                                   activation="relu")))
+        assert np.array_equal(got, np.asarray(gemm(np.asfortranarray(a).T, b, trans_a=True, beta=0.5, c=c,
+                                                   bias=bias, activation="relu")))
+
+
 @pytest.mark.parametrize("m, k, n", [(3001, 1030, 100), (8192, 512, 200), (2311, 520, 700), (203, 2100, 470)])
 def test_tall_bitwise_equal_1_and_2_threads(simd_level, rng, m, k, n):
     a, b, c, bias = rand(rng, m, k), rand(rng, k, n), rand(rng, m, n), rand(rng, n)

@@ -19,7 +19,8 @@
 // it, else the A block is packed in claimed chunks into one of two shared buffers. Tall products (m >= 2n) instead loop B blocks
 // outermost: the threads pack each B block together, then each runs its own rows with its
 // own A blocks (gemm_shared_b: B packed once, B panels and A blocks of half an L2 claimed at run
-// time, a barrier only between B blocks; on 1 thread too when B is a single block).
+// time, a barrier only between B blocks; on 1 thread too when B is a single block; on AVX-512 a
+// unit-column-stride A is read in place, not packed).
 // Small batched products run one per thread.
 // Single large products on the AVX-512 level use the 8 x 48 tile (gemm_microkernel_big,
 // gemm_pack_{a,b}_big: fewer loads per FMA) in the same loops (gemm_one<true>,
@@ -334,9 +335,11 @@ void gemm_direct(const GemmArgs& g, int nt) {
 // Microkernel calls over one packed A block (micro-panels ir0..ir1 of rows starting at C
 // row `ic`) and one packed B block (columns jc..jc+ncb) of depth kc; the k block is the
 // first (user's beta) and/or the last (bias, activation) of the product as flagged.
+// a_ld > 0 (the big tile on AVX-512 only): `a_buf` is A itself at row ic, column pc, rows a_ld
+// floats apart with unit column stride, read in place (gemm_microkernel_big_direct_a).
 template <bool BIG>
 void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int64_t ic, int64_t ir0, int64_t ir1,
-                  int64_t jc, int64_t ncb, int64_t kc, bool first, bool last) {
+                  int64_t jc, int64_t ncb, int64_t kc, bool first, bool last, int64_t a_ld = 0) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
   GemmEpilogue ep;
   ep.alpha = g.alpha;
@@ -349,8 +352,8 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
   const int64_t lines_per_call = cdiv(a_lines, cdiv(ncb, NR));
   for (int64_t ir = ir0; ir < ir1; ++ir) {
     const int64_t i0 = ic + ir * MR;
-    const float* ap = a_buf + ir * MR * kc;
-    const char* ap_next = ir + 1 < ir1 ? reinterpret_cast<const char*>(ap + MR * kc) : nullptr;
+    const float* ap = a_buf + ir * MR * (a_ld ? a_ld : kc);
+    const char* ap_next = ir + 1 < ir1 && !a_ld ? reinterpret_cast<const char*>(ap + MR * kc) : nullptr;
     const int64_t m_valid = std::min<int64_t>(MR, g.m - i0);
     ep.bias_row = last && g.bias_row ? g.bias_row + i0 : nullptr;
     for (int64_t jr = 0; jr < ncb; jr += NR) {
@@ -360,8 +363,15 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
       }
       const int64_t j0 = jc + jr;
       ep.bias_col = last && g.bias_col ? g.bias_col + j0 : nullptr;
-      (BIG ? gemm_microkernel_big : gemm_microkernel)(kc, ap, b_buf + jr * kc, g.c + i0 * g.c_rs + j0 * g.c_cs,
-                                                       g.c_rs, g.c_cs, m_valid, std::min<int64_t>(NR, ncb - jr), ep);
+      float* cp = g.c + i0 * g.c_rs + j0 * g.c_cs;
+      const int64_t n_valid = std::min<int64_t>(NR, ncb - jr);
+#if FASTNN_ISA_LEVEL == 2
+      if (BIG && a_ld) {
+        gemm_microkernel_big_direct_a(kc, ap, a_ld, b_buf + jr * kc, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
+        continue;
+      }
+#endif
+      (BIG ? gemm_microkernel_big : gemm_microkernel)(kc, ap, b_buf + jr * kc, cp, g.c_rs, g.c_cs, m_valid, n_valid, ep);
     }
   }
 }
@@ -380,9 +390,19 @@ void macro_kernel(const GemmArgs& g, const float* a_buf, const float* b_buf, int
 //    the result is bitwise that of 1 thread.
 // With one B block (n <= nc, k <= 4/3 kc: e.g. 8192 x 512 x 512) the threads never meet at a
 // barrier; with several, a barrier before each repack of the shared block.
-// `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] shared_b_rows(...)*kc.
-// On 1 thread too when B is a single block (n <= nc, one k block): B is packed once and the
-// A blocks stay in L2, where gemm_one repacks B for every A block of L3 size. 1 thread, same
+// `b_buf` holds ceil(min(nc, n)/NR)*NR*kc floats; a_bufs[t] shared_b_rows(...)*kc (unused, may
+// be empty, when shared_b_a_in_place).
+// On AVX-512 a unit-column-stride A is not packed at all: the 8 x 48 tile broadcasts from its 8
+// rows in place (gemm_microkernel_big_direct_a). Each A micro-panel is used by one row of tiles
+// and never again, so packing it only moved it through L2 (the packed block, 1 MiB, beside the
+// 1 MiB B block in a 2 MiB L2) at a cost of ~5 % of the product (perf: pack_transpose_avx512<8>
+// 4.8 % of the samples, stalled on its loads). Same FMAs in the same order: bitwise the packed
+// result. 8192 x 512 x 512, same process, alternating with the packed A (loaded VM, load ~4.5,
+// medians of 15): 1 thread 3.1 / 3.2 % faster, 2 threads 4.8 / 12 %. Row strides of 1024..4096
+// floats (the 8 rows in 1-2 L1 sets) were no slower than packing either (1 thread, minimum of 15).
+// A transposed A (a_cs != 1) is still packed block by block: its in-place rows are k-strided.
+// On 1 thread too when B is a single block (n <= nc, one k block): B is packed once and stays in
+// L2, where gemm_one repacks B for every A block of L3 size (numbers below: with packed A). 1 thread, same
 // process, alternating, medians of 15: 8192 x 512 x 512 7 % and 16384 x 256 x 256 4 % faster;
 // with several B blocks (4096 x 1024 x 1024) the C passes per B block made it 4 % slower.
 bool use_shared_b(const GemmArgs& g, int nt, const GemmBlocking& blk, int64_t k) {
@@ -390,7 +410,8 @@ bool use_shared_b(const GemmArgs& g, int nt, const GemmBlocking& blk, int64_t k)
   return nt > 1 || (g.n <= blk.nc && k_blocks(k, blk.kc) == 1);
 }
 
-// A block rows: the packed A block in half of the thread's own L2, beside the B block
+// A block rows (also the unit of the run-time claims when A is read in place): the packed A
+// block in half of the thread's own L2, beside the B block
 // (<= L2/2), so the microkernels read A panels from L2, not L3. 8192 x 512 x 512 on 2 threads
 // (kc = 512): 512 rows (1 MiB) are ~9 % faster than 4096 (8 MiB, through L3); 2 threads,
 // same process, alternating, medians of 15. At least one block per thread.
@@ -417,9 +438,13 @@ void wait_until_stolen(const std::atomic<int64_t>& next, int64_t n_panels, const
     std::this_thread::yield();
 }
 
+// Whether gemm_shared_b<true> reads A in place (then it needs no A buffers).
+inline bool shared_b_a_in_place(const GemmArgs& g) { return kGemmHasBig && g.a_cs == 1; }
+
 template <bool BIG>
 void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* const* a_bufs, float* b_buf) {
   constexpr int64_t MR = BIG ? kGemmBigMR : kGemmMR, NR = BIG ? kGemmBigNR : kGemmNR;
+  const bool a_in_place = BIG && shared_b_a_in_place(g);
   const int64_t m = g.m, n = g.n;
   const int64_t k = g.alpha == 0.0f ? 0 : g.k;
   const int64_t nk = k_blocks(k, blk.kc);
@@ -467,6 +492,11 @@ void gemm_shared_b(const GemmArgs& g, const GemmBlocking& blk, int nt, float* co
         for (int64_t ab; (ab = share.take(v == 0)) >= 0;) {
           const int64_t ic = ab * mc_step;
           const int64_t mc = std::min(mc_step, m - ic);
+          if (a_in_place) {
+            macro_kernel<BIG>(g, g.a + ic * g.a_rs + pc, b_buf, ic, 0, cdiv(mc, MR), jc, ncb, kc, kb == 0, kb == nk - 1,
+                              g.a_rs);
+            continue;
+          }
           if (kc > 0) (BIG ? gemm_pack_a_big : gemm_pack_a)(mc, kc, g.a + ic * g.a_rs + pc * g.a_cs, g.a_rs, g.a_cs, abuf);
           macro_kernel<BIG>(g, abuf, b_buf, ic, 0, cdiv(mc, MR), jc, ncb, kc, kb == 0, kb == nk - 1);
         }
@@ -736,7 +766,8 @@ void gemm_run(const GemmArgs& g) {
   const int64_t kc_big = k_eff == 0 ? 0 : cdiv(k_eff, k_blocks(k_eff, big.kc));
   if (g.batch == 1 && use_shared_b(g, nt_one, big, k_eff) && !use_direct(g, k_eff)) {
     constexpr int64_t mr = kGemmBigMR, nr = kGemmBigNR;  // == kGemmMR, kGemmNR below AVX-512
-    const int64_t a_floats_t = cdiv(shared_b_rows(big, g.m, kc_big, mr, nt_one), mr) * mr * kc_big;
+    const int64_t a_floats_t =
+        shared_b_a_in_place(g) ? 0 : cdiv(shared_b_rows(big, g.m, kc_big, mr, nt_one), mr) * mr * kc_big;
     // `a`: the shared B block; `b[t]`: thread t's A block
     Buffers buf(cdiv(std::min(big.nc, g.n), nr) * nr * kc_big, a_floats_t, nt_one);
     gemm_shared_b<true>(g, big, nt_one, buf.b, buf.a);

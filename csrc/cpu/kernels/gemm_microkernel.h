@@ -97,6 +97,9 @@ void gemm_microkernel(int64_t kc, const float* ap, const float* bp, float* c, in
 #if FASTNN_ISA_LEVEL == 2
 void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
                           int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
+// And with A read in place (row i at a + i*lda, unit column stride) instead of a packed panel.
+void gemm_microkernel_big_direct_a(int64_t kc, const float* a, int64_t lda, const float* bp, float* c, int64_t c_rs,
+                                   int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep);
 #else
 inline void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c, int64_t c_rs, int64_t c_cs,
                                  int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep) {

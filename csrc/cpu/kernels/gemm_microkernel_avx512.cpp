@@ -11,6 +11,9 @@
 //     shapes than 12 x 32 (microkernel alone, L1/L2-resident panels: 5-10 % in the VM's slow
 //     phases, equal in its fast ones).
 // FMA-bound (2 FMA ports: 12 cycles of FMAs per k step vs 7-8 of loads) once kc is a few hundred.
+// gemm_microkernel_big_direct_a: the 8 x 48 tile broadcasting from 8 rows of A in place (two row
+// pointers, lda and 3*lda in index registers: the same load count as the packed panel), for the
+// tall products' driver (gemm_shared_b), where each A micro-panel serves one row of tiles.
 // Edge tiles: ROWS (m_valid) is a template parameter, so short panels do not pay for
 // all rows; partial N uses AVX-512 masks (no scalar fix-up). The epilogue (alpha, beta,
 // biases, activation) runs on the accumulators before the single store of C.
@@ -49,8 +52,9 @@ constexpr int64_t kCTailSteps = 16;
 // the k loop: GCC then gives up moving the accumulators out of memory and stores all of
 // them after every k step (measured ~3x slower).
 // A_DIRECT = true: A read in place instead, row i at ap + i*lda, unit column stride (the
-// caller's C has a single column tile, so a packed A panel would be used once): four
-// row pointers (rows 0, 4, 8) plus lda and 3*lda in index registers address all 12 rows.
+// caller's C has a single column tile, or each A micro-panel serves one row of tiles, so a packed
+// A panel would be used once): row pointers (rows 0, 4, 8) plus lda and 3*lda in index registers
+// address all 12 (or 8) rows.
 // AS / BS: the packed A and B panel strides (kGemmMR / kGemmNR; kGemmBigMR / kGemmBigNR for the
 // big tile).
 template <int ROWS, int NV, bool B_DIRECT, bool A_DIRECT = false, int AS = kGemmMR, int BS = kGemmNR>
@@ -187,6 +191,14 @@ __attribute__((noinline)) void micro_tile_direct_ab(int64_t kc, const float* a, 
   micro_tile_impl<ROWS, NV, true, true>(kc, a, b, ldb, c, c_rs, c_cs, n_valid, ep, lda);
 }
 
+template <int ROWS, int NV>
+__attribute__((noinline)) void micro_tile_big_direct_a(int64_t kc, const float* a, int64_t lda, const float* bp,
+                                                       float* c, int64_t c_rs, int64_t c_cs, int64_t n_valid,
+                                                       const GemmEpilogue& ep) {
+  micro_tile_impl<ROWS, NV, false, true, kGemmBigMR, kGemmBigNR>(kc, a, bp, kGemmBigNR, c, c_rs, c_cs, n_valid, ep,
+                                                                 lda);
+}
+
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, int64_t, int64_t,
                         const GemmEpilogue&);
 using DirectFn = void (*)(int64_t, const float*, const float*, int64_t, float*, int64_t, int64_t, int64_t,
@@ -200,6 +212,13 @@ template <int NV>
 constexpr TileFn kBigTiles[8] = {micro_tile_big<1, NV>, micro_tile_big<2, NV>, micro_tile_big<3, NV>,
                                  micro_tile_big<4, NV>, micro_tile_big<5, NV>, micro_tile_big<6, NV>,
                                  micro_tile_big<7, NV>, micro_tile_big<8, NV>};
+using BigDirectAFn = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, int64_t,
+                              const GemmEpilogue&);
+template <int NV>
+constexpr BigDirectAFn kBigDirectA[8] = {
+    micro_tile_big_direct_a<1, NV>, micro_tile_big_direct_a<2, NV>, micro_tile_big_direct_a<3, NV>,
+    micro_tile_big_direct_a<4, NV>, micro_tile_big_direct_a<5, NV>, micro_tile_big_direct_a<6, NV>,
+    micro_tile_big_direct_a<7, NV>, micro_tile_big_direct_a<8, NV>};
 template <int NV>
 constexpr DirectFn kDirect[12] = {
     micro_tile_direct<1, NV>, micro_tile_direct<2, NV>, micro_tile_direct<3, NV>,  micro_tile_direct<4, NV>,
@@ -235,6 +254,17 @@ void gemm_microkernel_big(int64_t kc, const float* ap, const float* bp, float* c
     kBigTiles<2>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
   else
     kBigTiles<1>[m_valid - 1](kc, ap, bp, c, c_rs, c_cs, n_valid, ep);
+}
+
+void gemm_microkernel_big_direct_a(int64_t kc, const float* a, int64_t lda, const float* bp, float* c, int64_t c_rs,
+                                   int64_t c_cs, int64_t m_valid, int64_t n_valid, const GemmEpilogue& ep) {
+  if (m_valid <= 0 || n_valid <= 0) return;
+  if (n_valid > 32)
+    kBigDirectA<3>[m_valid - 1](kc, a, lda, bp, c, c_rs, c_cs, n_valid, ep);
+  else if (n_valid > 16)
+    kBigDirectA<2>[m_valid - 1](kc, a, lda, bp, c, c_rs, c_cs, n_valid, ep);
+  else
+    kBigDirectA<1>[m_valid - 1](kc, a, lda, bp, c, c_rs, c_cs, n_valid, ep);
 }
 
 void gemm_microkernel_direct(int64_t kc, const float* ap, const float* b, int64_t ldb, float* c, int64_t c_rs,
