@@ -75,32 +75,25 @@ void set_simd_level(SimdLevel level) {
 }
 
 namespace {
-std::atomic<int>& busy_claims_setting() {
-  static std::atomic<int> n{0};
-  return n;
+// GEMM's testing knobs (config.h): non-negative counts, 0 (off) by default.
+enum TestingKnob { kBusyPanelClaims, kLateThreadBlocks, kTestingKnobs };
+
+std::atomic<int>& testing_knob(TestingKnob which) {
+  static std::atomic<int> knobs[kTestingKnobs] = {};
+  return knobs[which];
+}
+
+void set_testing_knob(TestingKnob which, const char* setter, int n) {
+  FASTNN_CHECK(n >= 0, ValueError, setter, ": argument 'n': expected an integer >= 0, got ", n);
+  testing_knob(which).store(n, std::memory_order_relaxed);
 }
 }  // namespace
 
-int gemm_busy_panel_claims() { return busy_claims_setting().load(std::memory_order_relaxed); }
+int gemm_busy_panel_claims() { return testing_knob(kBusyPanelClaims).load(std::memory_order_relaxed); }
+void set_gemm_busy_panel_claims(int n) { set_testing_knob(kBusyPanelClaims, "set_gemm_busy_panel_claims", n); }
 
-void set_gemm_busy_panel_claims(int n) {
-  FASTNN_CHECK(n >= 0, ValueError, "set_gemm_busy_panel_claims: argument 'n': expected an integer >= 0, got ", n);
-  busy_claims_setting().store(n, std::memory_order_relaxed);
-}
-
-namespace {
-std::atomic<int>& late_thread_blocks_setting() {
-  static std::atomic<int> n{0};
-  return n;
-}
-}  // namespace
-
-int gemm_late_thread_blocks() { return late_thread_blocks_setting().load(std::memory_order_relaxed); }
-
-void set_gemm_late_thread_blocks(int n) {
-  FASTNN_CHECK(n >= 0, ValueError, "set_gemm_late_thread_blocks: argument 'n': expected an integer >= 0, got ", n);
-  late_thread_blocks_setting().store(n, std::memory_order_relaxed);
-}
+int gemm_late_thread_blocks() { return testing_knob(kLateThreadBlocks).load(std::memory_order_relaxed); }
+void set_gemm_late_thread_blocks(int n) { set_testing_knob(kLateThreadBlocks, "set_gemm_late_thread_blocks", n); }
 
 const char* simd_level_name(SimdLevel level) {
   switch (level) {
