@@ -6,6 +6,13 @@
 //   B with unit column stride (row-major B): one contiguous NR-float copy per k
 //   A with unit column stride / B with unit row stride: a transpose, done in
 //   register-sized blocks so reads stay sequential per source row.
+// Cost on the AMD Zen 5 (session 10, 1 thread, rdtsc around the calls): packing B is ~10 % of
+// 256 x 4096 x 1024 (each B element serves only 256 rows; ~80 % of that is reading B, ~20 GB/s)
+// and ~3 % of 1024^3. Not recovered by: prefetching rows ahead here (2 / 4 / 8 rows), panel-outer
+// or 8-row-group orders, streaming stores, prefetching the next B block into L2 during the
+// microkernels (the pack halves, the kernels slow by as much), or packing inside the first A
+// micro-panel's microkernel calls (B read in place and stored as it is used; prefetch 16-128 rows
+// ahead): all within +-2 %.
 #include <cstdint>
 #include <cstring>
 

@@ -18,7 +18,7 @@ import time
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_")
 
-# Arrays of the bandwidth probes: 64M floats = 256 MiB each, well past the L3 (105 MiB here).
+# Arrays of the bandwidth probes: 64M floats = 256 MiB each, well past the L3 (32 MiB on the Zen 5 machine).
 PROBE_FLOATS = 64 * 1024 * 1024
 
 
