@@ -348,3 +348,24 @@ def test_quick_tour_runs_each_child_once_and_notes_a_drift(monkeypatch):
     child = rec["results"][-1]
     assert child["fastnn_in_child_ms"] == pytest.approx(3.0) and child["child_attempts"] == 1
     assert len(run.notes) == 1 and "3 ms in the blas-best child vs 1 ms in the main process" in run.notes[0]
+
+
+@needs_gemm
+@pytest.mark.skipif(not hasattr(fastnn._C, "_probe_fma_gflops"), reason="probes not in this build")
+def test_stale_fma_peak_is_reprobed(tmp_path, capsys):
+    # A cached FMA peak below a measured GEMM rate was probed on a busy machine: the run re-measures it
+    # once and reports every FMA-bound case against the new value (not at thousands of per cent).
+    from fastnn.bench import machine
+
+    key = machine.probe_key(1, tiny=True)
+    stale = {"fma_gflops": 1e-3, "triad_gbs": 1.0, "adam_gbs": 1.0, "probe_floats": 1 << 20,
+             "measured_at": "2000-01-01T00:00:00+0000"}
+    (tmp_path / "probes.json").write_text(json.dumps({key: stale}))
+    rc, out, _ = _run(capsys, "gemm", *TINY, "--threads", "1", "--baselines", "", "--json", str(tmp_path / "r.json"))
+    assert rc == 0 and "was below a measured rate" in out and "re-probed now" in out
+    fresh = json.loads((tmp_path / "probes.json").read_text())[key]["fma_gflops"]
+    assert fresh > 1e-3
+    doc = json.loads((tmp_path / "r.json").read_text())
+    fma_cases = [c for c in doc["cases"] if c["limit_kind"] == "fma" and c.get("rate")]
+    assert fma_cases and all(c["limit"] == pytest.approx(fresh) for c in fma_cases)
+    assert out.count("re-probed now") == 1
