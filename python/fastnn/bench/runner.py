@@ -525,11 +525,11 @@ def _main(args, argv, fastnn) -> int:
         return 130
     finally:
         run.ui.close()
-    over = [c["id"] for c in run.cases if (c.get("fraction_of_limit") or 0) > 1.05]
     # Above an FMA peak (even after the re-probe): a busy probe. Above a memory probe: often a working set that
     # fits in cache (Adam on 1M parameters, 28 MiB) -- the same-buffer probe in parentheses is its limit.
-    over_fma = [i for i in over if next(c for c in run.cases if c["id"] == i).get("limit_kind") == "fma"]
-    over_mem = [i for i in over if i not in over_fma]
+    over = [c for c in run.cases if (c.get("fraction_of_limit") or 0) > 1.05]
+    over_fma = [c["id"] for c in over if c.get("limit_kind") == "fma"]
+    over_mem = [c["id"] for c in over if c.get("limit_kind") != "fma"]
     if over_fma:
         run.notes.append(f"{len(over_fma)} case(s) ran above the FMA peak measured on this machine (e.g. "
                          f"{over_fma[0]}): the probe was probably measured while the machine was busy; re-measure "
